@@ -1,0 +1,355 @@
+"""Configuration: mailboxes.toml parsed once into frozen, typed objects.
+
+The daemon and the CLI call :func:`load` and pass the resulting
+:class:`Config` explicitly; nothing reads the file twice or keeps a global.
+Every problem is reported as one line naming the file, the key and what is
+wrong, and all problems are collected before failing, so an operator fixes a
+file in one go instead of one error per restart. Unknown keys are errors:
+a typo such as ``smtp_listn`` must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.parse import ParseLimits
+
+DEFAULT_PATH = Path("mailboxes.toml")
+ENV_CONFIG = "GATEWAY_CONFIG"
+ENV_DATABASE = "GATEWAY_DATABASE_URL"
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+               "gb": 1000**3, "gib": 1024**3}
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+_LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+_ADDRESS_RE = re.compile(r"^[^@\s+]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """Where a listener binds: a TCP host and port, or a unix socket path."""
+
+    host: str = ""
+    port: int = 0
+    unix_path: str = ""
+
+    def __str__(self) -> str:
+        if self.unix_path:
+            return f"unix:{self.unix_path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """One support address and how its tickets look."""
+
+    address: str
+    name: str
+    language: str = "en"
+    category: str = "general"
+    tag: str = "[#{number}]"
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The main address and its aliases, lower-case."""
+        return (self.address, *self.aliases)
+
+    def format_tag(self, number: int) -> str:
+        """The ticket tag as it appears in subjects, e.g. ``[#10023]``."""
+        return self.tag.replace("{number}", str(number))
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """The [gateway] table."""
+
+    hostname: str = "support.example.com"
+    database: str = "sqlite:///var/gateway.db"
+    smtp_listen: ListenAddress | None = ListenAddress("127.0.0.1", 2525)
+    lmtp_listen: ListenAddress | None = None
+    max_message_size: int = 25 * 1024**2
+    max_recipients: int = 50
+    ticket_number_start: int = 10000
+    limits: ParseLimits = field(default_factory=ParseLimits)
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; ``base_dir`` anchors relative paths (the file's folder)."""
+
+    path: Path
+    gateway: GatewaySettings
+    mailboxes: tuple[Mailbox, ...]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.resolve().parent
+
+    def own_addresses(self) -> frozenset[str]:
+        """Every address we receive mail for; mail from these is our own."""
+        return frozenset(a for m in self.mailboxes for a in m.addresses)
+
+    def route(self, recipient: str) -> tuple[Mailbox, str] | None:
+        """The mailbox for ``local+detail@domain`` and the detail, or None.
+
+        The plus-detail carries reply keys and category hints; any detail on
+        a known address is ours, anything else is not (we are never a relay).
+        """
+        local, sep, domain = recipient.strip().rpartition("@")
+        if not sep or not local:
+            return None
+        base, _, detail = local.partition("+")
+        wanted = f"{base}@{domain}".lower()
+        for mailbox in self.mailboxes:
+            if wanted in mailbox.addresses:
+                return mailbox, detail
+        return None
+
+    def mailbox(self, address: str) -> Mailbox | None:
+        """The mailbox whose main address is ``address``."""
+        return next((m for m in self.mailboxes if m.address == address.lower()), None)
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> Path:
+    """The config file to use: the argument, else $GATEWAY_CONFIG, else ./mailboxes.toml."""
+    if path:
+        return Path(path)
+    return Path(os.environ.get(ENV_CONFIG) or DEFAULT_PATH)
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the configuration, raising ConfigError with every problem."""
+    file = resolve_path(path)
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{file}: not UTF-8 text: {exc.reason}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{file}: not valid TOML: {exc}"]) from exc
+    reader = _Reader(file)
+    config = reader.config(data)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return config
+
+
+def parse_size(text: str) -> int:
+    """``"25MiB"`` -> 26214400; raises ValueError on anything else."""
+    match = _SIZE_RE.match(text)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size such as 25MiB, 512KiB or 1000000")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def parse_listen(text: str) -> ListenAddress | None:
+    """``"127.0.0.1:2525"``, ``"[::1]:25"``, ``"unix:/path"`` or ``""`` (off)."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith("unix:"):
+        if not text[5:]:
+            raise ValueError("unix: needs a socket path, e.g. unix:/run/ticket-gateway/lmtp.sock")
+        return ListenAddress(unix_path=text[5:])
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port (e.g. 127.0.0.1:2525) or unix:PATH")
+    return ListenAddress(host=host, port=int(port))
+
+
+class _Reader:
+    """Walks the TOML data, converting values and collecting problems."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.problems: list[str] = []
+
+    def problem(self, key: str, what: str) -> None:
+        self.problems.append(f"{self.file}: {key}: {what}")
+
+    def config(self, data: Mapping[str, Any]) -> Config:
+        self.unknown(data, "", {"gateway", "mailbox"})
+        gateway = self.gateway(self.table(data, "gateway"))
+        mailboxes = self.mailboxes(data.get("mailbox", []))
+        return Config(path=self.file, gateway=gateway, mailboxes=mailboxes)
+
+    def table(self, data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, Mapping):
+            self.problem(key, "must be a table ([" + key + "])")
+            return {}
+        return value
+
+    def unknown(self, data: Mapping[str, Any], prefix: str, known: set[str]) -> None:
+        for key in data:
+            if key not in known:
+                self.problem(f"{prefix}{key}", "unknown key (known: " + ", ".join(sorted(known)) + ")")
+
+    def value(self, data: Mapping[str, Any], prefix: str, key: str, default: Any,
+              convert: Callable[[Any], Any]) -> Any:
+        """``convert(data[key])``, or ``default`` when absent; a failure is a problem."""
+        if key not in data:
+            return default
+        try:
+            return convert(data[key])
+        except (ValueError, TypeError) as exc:
+            self.problem(prefix + key, str(exc))
+            return default
+
+    def gateway(self, data: Mapping[str, Any]) -> GatewaySettings:
+        p = "gateway."
+        d = GatewaySettings()
+        self.unknown(data, p, {
+            "hostname", "database", "smtp_listen", "lmtp_listen", "max_message_size",
+            "max_recipients", "ticket_number_start", "max_header_size", "max_mime_depth",
+            "max_mime_parts", "log_level"})
+        limits = ParseLimits(
+            max_header_bytes=self.value(data, p, "max_header_size", d.limits.max_header_bytes,
+                                        _size),
+            max_mime_depth=self.value(data, p, "max_mime_depth", d.limits.max_mime_depth,
+                                      _positive_int),
+            max_mime_parts=self.value(data, p, "max_mime_parts", d.limits.max_mime_parts,
+                                      _positive_int),
+        )
+        database = os.environ.get(ENV_DATABASE) or self.value(data, p, "database", d.database,
+                                                              _database_url)
+        return GatewaySettings(
+            hostname=self.value(data, p, "hostname", d.hostname, _hostname),
+            database=database,
+            smtp_listen=self.value(data, p, "smtp_listen", d.smtp_listen, _listen),
+            lmtp_listen=self.value(data, p, "lmtp_listen", d.lmtp_listen, _listen),
+            max_message_size=self.value(data, p, "max_message_size", d.max_message_size, _size),
+            max_recipients=self.value(data, p, "max_recipients", d.max_recipients,
+                                      _positive_int),
+            ticket_number_start=self.value(data, p, "ticket_number_start",
+                                           d.ticket_number_start, _positive_int),
+            limits=limits,
+            log_level=self.value(data, p, "log_level", d.log_level, _log_level),
+        )
+
+    def mailboxes(self, items: Any) -> tuple[Mailbox, ...]:
+        if not isinstance(items, list) or not items:
+            self.problem("mailbox", "at least one [[mailbox]] with an address is required")
+            return ()
+        result: list[Mailbox] = []
+        seen: dict[str, str] = {}
+        for index, item in enumerate(items):
+            prefix = f"mailbox[{index}]."
+            if not isinstance(item, Mapping):
+                self.problem(prefix[:-1], "must be a table ([[mailbox]])")
+                continue
+            mailbox = self.mailbox(item, prefix)
+            if mailbox is None:
+                continue
+            for address in mailbox.addresses:
+                if address in seen:
+                    self.problem(prefix + "address", f"{address} is already used by {seen[address]}")
+                seen[address] = prefix[:-1]
+            result.append(mailbox)
+        return tuple(result)
+
+    def mailbox(self, data: Mapping[str, Any], p: str) -> Mailbox | None:
+        self.unknown(data, p, {"address", "aliases", "name", "language", "category", "tag"})
+        if "address" not in data:
+            self.problem(p + "address", "missing: every mailbox needs its support address")
+            return None
+        address = self.value(data, p, "address", None, _address)
+        if address is None:
+            return None
+        return Mailbox(
+            address=address,
+            aliases=self.value(data, p, "aliases", (), _address_list),
+            name=self.value(data, p, "name", address, _text),
+            language=self.value(data, p, "language", "en", _language),
+            category=self.value(data, p, "category", "general", _text),
+            tag=self.value(data, p, "tag", "[#{number}]", _tag),
+        )
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"must be a non-empty string, not {value!r}")
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError("must be one line (no CR, LF or NUL)")
+    return value.strip()
+
+
+def _hostname(value: Any) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"[A-Za-z0-9.-]+", text):
+        raise ValueError(f"{text!r} is not a host name such as support.example.com")
+    return text.lower()
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        return parse_size(value)
+    raise TypeError(f"must be a size such as \"25MiB\", not {value!r}")
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TypeError(f"must be a positive whole number, not {value!r}")
+    return value
+
+
+def _listen(value: Any) -> ListenAddress | None:
+    if not isinstance(value, str):
+        raise TypeError(f"must be a string such as \"127.0.0.1:2525\", not {value!r}")
+    return parse_listen(value)
+
+
+def _database_url(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ValueError(f"{text!r} is neither sqlite:///PATH nor postgresql://user@host/db")
+    return text
+
+
+def _address(value: Any) -> str:
+    text = _text(value).lower()
+    if not _ADDRESS_RE.match(text):
+        raise ValueError(f"{text!r} is not an address such as support@example.com "
+                         "(no '+': it separates reply keys)")
+    return text
+
+
+def _address_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TypeError(f"must be a list of addresses, not {value!r}")
+    return tuple(_address(v) for v in value)
+
+
+def _language(value: Any) -> str:
+    text = _text(value)
+    if not _LANGUAGE_RE.match(text):
+        raise ValueError(f"{text!r} is not a language tag such as en, vi or fa")
+    return text
+
+
+def _tag(value: Any) -> str:
+    text = _text(value)
+    if text.count("{number}") != 1:
+        raise ValueError(f"{text!r} must contain {{number}} exactly once, e.g. \"[#{{number}}]\"")
+    return text
+
+
+def _log_level(value: Any) -> str:
+    text = _text(value).upper()
+    if text not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError(f"{text!r} is not one of DEBUG, INFO, WARNING, ERROR")
+    return text
