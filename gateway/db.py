@@ -1,0 +1,164 @@
+"""Opening the database and running work on it off the event loop.
+
+peewee is synchronous, so the daemon never touches the database from a
+coroutine: :class:`Store` hands every unit of work to a small thread pool and
+awaits it. SQLite (the embedded default) runs in WAL mode with
+``synchronous=FULL``, so a commit is on disk before we answer 250; PostgreSQL
+is the same code with a different URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import urllib.parse
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import peewee as pw
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+
+from gateway import models
+from gateway.errors import ConfigError, StorageError
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# SQLite pragmas: WAL lets readers run beside the one writer; FULL makes every
+# commit durable across power loss in WAL mode (NORMAL would not: the last
+# transactions can roll back, which would break "250 means stored").
+_SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "synchronous": "full",
+    "foreign_keys": 1,
+    "busy_timeout": 30_000,
+}
+
+
+def utcnow() -> dt.datetime:
+    """Now, as the naive UTC datetime every table stores."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def connect(url: str, base_dir: Path) -> pw.Database:
+    """A peewee database for ``url``; relative SQLite paths are under ``base_dir``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "sqlite":
+        return _sqlite(parts, base_dir)
+    if parts.scheme in {"postgresql", "postgres"}:
+        return _postgres(parts)
+    raise ConfigError([f"database: unsupported URL scheme {parts.scheme!r}"])
+
+
+def _sqlite(parts: urllib.parse.SplitResult, base_dir: Path) -> pw.Database:
+    # sqlite:///var/gateway.db is relative, sqlite:////srv/gateway.db absolute
+    # (the SQLAlchemy convention operators know).
+    raw = parts.path[1:] if parts.path.startswith("/") else parts.path
+    path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Transactions take the write lock up front (BEGIN IMMEDIATE): two writers
+    # then queue on busy_timeout instead of deadlocking on a lock upgrade.
+    database = PooledSqliteDatabase(str(path), pragmas=_SQLITE_PRAGMAS, lock_type="IMMEDIATE",
+                                    max_connections=16, stale_timeout=600,
+                                    check_same_thread=False)
+    # SQLite's own lower() folds ASCII only; searches must fold "Đơn hàng" too,
+    # as PostgreSQL's does.
+    database.register_function(_lower, "lower", 1)
+    return database
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _postgres(parts: urllib.parse.SplitResult) -> pw.Database:
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    return PooledPostgresqlDatabase(
+        parts.path.lstrip("/") or "postgres",
+        user=urllib.parse.unquote(parts.username or "") or None,
+        password=urllib.parse.unquote(parts.password or "") or None,
+        host=parts.hostname or None,
+        port=parts.port or None,
+        max_connections=16,
+        stale_timeout=600,
+        **query,
+    )
+
+
+def open_database(url: str, base_dir: Path, *, ticket_number_start: int = 10000) -> pw.Database:
+    """Connect, bind the models, and create or check the schema."""
+    database = connect(url, base_dir)
+    models.database.initialize(database)
+    try:
+        with database.connection_context():
+            ensure_schema(database, ticket_number_start)
+    except pw.OperationalError as exc:
+        raise StorageError(f"cannot open database {redact(url)}: {exc}".strip()) from exc
+    return database
+
+
+def ensure_schema(database: pw.Database, ticket_number_start: int) -> None:
+    """Create missing tables, record the schema version, seed the ticket counter."""
+    with transaction(database):
+        database.create_tables(models.MODELS, safe=True)
+        version = models.SchemaMeta.get_or_none(models.SchemaMeta.key == "schema_version")
+        if version is None:
+            models.SchemaMeta.create(key="schema_version", value=str(models.SCHEMA_VERSION))
+        elif int(version.value) > models.SCHEMA_VERSION:
+            raise StorageError(
+                f"the database has schema version {version.value}, newer than this "
+                f"release's {models.SCHEMA_VERSION}; upgrade ticket-gateway")
+        models.Counter.insert(name="ticket", value=ticket_number_start - 1).on_conflict_ignore(
+        ).execute()
+        # Raising ticket_number_start later moves numbering forward, never back.
+        models.Counter.update(value=ticket_number_start - 1).where(
+            (models.Counter.name == "ticket") & (models.Counter.value < ticket_number_start - 1)
+        ).execute()
+
+
+def transaction(database: pw.Database) -> Any:
+    """A write transaction (IMMEDIATE on SQLite, see ``_sqlite``)."""
+    return database.atomic()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+class Store:
+    """Runs synchronous database work in a thread pool, for coroutines to await.
+
+    Each unit of work borrows a pooled connection for its duration, so the
+    pool threads hold no connection between calls and ``close`` can release
+    them all.
+    """
+
+    def __init__(self, database: pw.Database, workers: int = 4) -> None:
+        self.database = database
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` on a pool thread with a connection, and return its result."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self.call, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
+
+    def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn`` here, with a connection borrowed from the pool."""
+        with self.database.connection_context():
+            return fn(*args, **kwargs)
+
+    def close(self) -> None:
+        """Wait for running work, then close every pooled connection."""
+        self._executor.shutdown(wait=True)
+        close_all = getattr(self.database, "close_all", None)
+        if close_all is not None:
+            close_all()

@@ -1,0 +1,175 @@
+"""The stored state: spooled mail, tickets, their messages, attachments and events.
+
+Tables in the order of the flow:
+
+    raw_message   the exact bytes we accepted, once per distinct content
+    inbound       one row per accepted message per mailbox: its envelope and
+                  processing state (received -> processed | quarantined)
+    ticket        the conversation; ``number`` is what people see
+    participant   who may add to a ticket (requester, Cc'd colleagues, agents)
+    message       a message of a ticket, inbound or outbound
+    blob          attachment bytes, stored once per sha256
+    attachment    a message's attachment, pointing at its blob
+    event         every state change, for an auditable history
+    counter       named counters (ticket numbers), safe across instances
+    schema_meta   the schema version
+
+Times are naive UTC (``db.utcnow``) so that SQLite and PostgreSQL agree.
+All models bind to ``database``, a proxy initialised by ``db.open_database``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import peewee as pw
+
+database = pw.DatabaseProxy()
+
+SCHEMA_VERSION = 1
+
+
+class BaseModel(pw.Model):
+    """Binds every table to the proxy and names tables after their class."""
+
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class SchemaMeta(BaseModel):
+    """Key/value facts about the schema itself (``schema_version``)."""
+
+    key = pw.CharField(primary_key=True, max_length=64)
+    value = pw.TextField()
+
+
+class Counter(BaseModel):
+    """A named counter; incrementing it inside a transaction locks the row."""
+
+    name = pw.CharField(primary_key=True, max_length=64)
+    value = pw.BigIntegerField()
+
+
+class RawMessage(BaseModel):
+    """The bytes of an accepted message, exactly as received, stored once."""
+
+    sha256 = pw.CharField(max_length=64, unique=True)
+    size = pw.IntegerField()
+    data = pw.BlobField()
+
+
+class Inbound(BaseModel):
+    """One accepted delivery of a message to one mailbox, and what became of it."""
+
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    QUARANTINED = "quarantined"
+
+    queue_id = pw.CharField(max_length=32, unique=True)
+    raw = pw.ForeignKeyField(RawMessage, on_delete="RESTRICT")
+    mailbox = pw.CharField(max_length=320, index=True)
+    protocol = pw.CharField(max_length=16)
+    peer = pw.TextField(default="")
+    helo = pw.TextField(default="")
+    mail_from = pw.TextField(default="")
+    rcpt_to = pw.TextField()  # JSON list of the envelope recipients for this mailbox
+    message_id = pw.TextField(default="")
+    dedup_key = pw.CharField(max_length=64)
+    status = pw.CharField(max_length=16, default=RECEIVED, index=True)
+    reason = pw.TextField(null=True)
+    attempts = pw.IntegerField(default=0)
+    received_at = pw.DateTimeField()
+    processed_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes: ClassVar = ((("mailbox", "dedup_key"), True),)
+
+
+class Ticket(BaseModel):
+    """A conversation between a customer and a mailbox's team."""
+
+    STATUSES = ("new", "open", "waiting_on_customer", "resolved", "closed")
+    PRIORITIES = ("low", "medium", "high", "urgent")
+
+    number = pw.BigIntegerField(unique=True)
+    mailbox = pw.CharField(max_length=320, index=True)
+    subject = pw.TextField(default="")
+    requester_email = pw.CharField(max_length=320, index=True)
+    requester_name = pw.TextField(default="")
+    status = pw.CharField(max_length=32, default="new", index=True)
+    priority = pw.CharField(max_length=16, default="medium")
+    category = pw.CharField(max_length=64, default="general")
+    language = pw.CharField(max_length=16, default="en")
+    created_at = pw.DateTimeField(index=True)
+    updated_at = pw.DateTimeField()
+
+
+class Participant(BaseModel):
+    """An address that may add to a ticket by mail."""
+
+    ticket = pw.ForeignKeyField(Ticket, backref="participants", on_delete="CASCADE")
+    email = pw.CharField(max_length=320)
+    name = pw.TextField(default="")
+    role = pw.CharField(max_length=16, default="customer")
+    created_at = pw.DateTimeField()
+
+    class Meta:
+        indexes: ClassVar = ((("ticket", "email"), True),)
+
+
+class Message(BaseModel):
+    """One message of a ticket, as the people on it see it."""
+
+    ticket = pw.ForeignKeyField(Ticket, backref="messages", on_delete="CASCADE")
+    inbound = pw.ForeignKeyField(Inbound, null=True, unique=True, on_delete="SET NULL")
+    message_id = pw.TextField(default="", index=True)
+    direction = pw.CharField(max_length=8)  # inbound | outbound
+    author_email = pw.CharField(max_length=320, default="")
+    author_name = pw.TextField(default="")
+    author_role = pw.CharField(max_length=16)  # customer | agent | system
+    visibility = pw.CharField(max_length=16, default="public")  # public | internal
+    auto = pw.BooleanField(default=False)
+    subject = pw.TextField(default="")
+    text = pw.TextField(default="")  # what people see: quotes and signature stripped
+    full_text = pw.TextField(default="")  # the whole text body, nothing removed
+    html = pw.TextField(null=True)  # sanitized with nh3
+    created_at = pw.DateTimeField()
+
+
+class Blob(BaseModel):
+    """Attachment bytes, stored once per content hash."""
+
+    sha256 = pw.CharField(max_length=64, unique=True)
+    size = pw.IntegerField()
+    data = pw.BlobField()
+
+
+class Attachment(BaseModel):
+    """An attachment of a message; the name is for display only, never a path."""
+
+    message = pw.ForeignKeyField(Message, backref="attachments", on_delete="CASCADE")
+    blob = pw.ForeignKeyField(Blob, on_delete="RESTRICT")
+    filename = pw.TextField()
+    content_type = pw.CharField(max_length=255)
+    size = pw.IntegerField()
+    sha256 = pw.CharField(max_length=64)
+    content_id = pw.TextField(null=True)
+    inline = pw.BooleanField(default=False)
+
+
+class Event(BaseModel):
+    """Something that happened: who did what to which ticket, when, and why."""
+
+    ticket = pw.ForeignKeyField(Ticket, null=True, backref="events", on_delete="CASCADE")
+    inbound = pw.ForeignKeyField(Inbound, null=True, on_delete="SET NULL")
+    actor = pw.TextField(default="system")
+    kind = pw.CharField(max_length=64, index=True)
+    detail = pw.TextField(default="{}")  # JSON object
+    created_at = pw.DateTimeField(index=True)
+
+
+MODELS: tuple[type[BaseModel], ...] = (
+    SchemaMeta, Counter, RawMessage, Inbound, Ticket, Participant, Message, Blob,
+    Attachment, Event,
+)
