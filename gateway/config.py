@@ -25,9 +25,20 @@ DEFAULT_PATH = Path("mailboxes.toml")
 ENV_CONFIG = "GATEWAY_CONFIG"
 ENV_DATABASE = "GATEWAY_DATABASE_URL"
 
-_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
-               "gb": 1000**3, "gib": 1024**3}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
+_DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h|d)\s*$")
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(.+)$")
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 _ADDRESS_RE = re.compile(r"^[^@\s+]+@[^@\s]+\.[^@\s]+$")
 
@@ -45,6 +56,28 @@ class ListenAddress:
             return f"unix:{self.unix_path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most ``count`` events per ``seconds``, e.g. ``1/10min``."""
+
+    count: int
+    seconds: int
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.seconds}s"
+
+
+@dataclass(frozen=True)
+class LoopLimits:
+    """Caps on automatic mail that hold even when every loop detector misses."""
+
+    ack_per_sender: Rate = Rate(1, 600)
+    ack_per_sender_daily: Rate = Rate(20, 86400)
+    auto_per_recipient: Rate = Rate(30, 600)
+    auto_per_ticket: Rate = Rate(10, 600)
+    auto_per_mailbox: Rate = Rate(500, 600)
 
 
 @dataclass(frozen=True)
@@ -81,6 +114,15 @@ class GatewaySettings:
     ticket_number_start: int = 10000
     limits: ParseLimits = field(default_factory=ParseLimits)
     log_level: str = "INFO"
+    outbound: str = "maildir:var/outbox"
+    outbound_max_age: int = 5 * 86400
+    templates_dir: Path | None = None
+    portal_url: str = ""
+    loops: LoopLimits = field(default_factory=LoopLimits)
+    bounce_suppression: int = 7 * 86400
+    dkim_key_file: Path | None = None
+    dkim_selector: str = ""
+    dkim_domain: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,10 +237,18 @@ class _Reader:
     def unknown(self, data: Mapping[str, Any], prefix: str, known: set[str]) -> None:
         for key in data:
             if key not in known:
-                self.problem(f"{prefix}{key}", "unknown key (known: " + ", ".join(sorted(known)) + ")")
+                self.problem(
+                    f"{prefix}{key}", "unknown key (known: " + ", ".join(sorted(known)) + ")"
+                )
 
-    def value(self, data: Mapping[str, Any], prefix: str, key: str, default: Any,
-              convert: Callable[[Any], Any]) -> Any:
+    def value(
+        self,
+        data: Mapping[str, Any],
+        prefix: str,
+        key: str,
+        default: Any,
+        convert: Callable[[Any], Any],
+    ) -> Any:
         """``convert(data[key])``, or ``default`` when absent; a failure is a problem."""
         if key not in data:
             return default
@@ -208,35 +258,110 @@ class _Reader:
             self.problem(prefix + key, str(exc))
             return default
 
+    def path(self, value: Any) -> Path | None:
+        """A path relative to the configuration file's folder; "" means unset."""
+        if not isinstance(value, str):
+            raise TypeError(f"must be a path string, not {value!r}")
+        if not value.strip():
+            return None
+        path = Path(value.strip())
+        return path if path.is_absolute() else self.file.resolve().parent / path
+
     def gateway(self, data: Mapping[str, Any]) -> GatewaySettings:
         p = "gateway."
         d = GatewaySettings()
-        self.unknown(data, p, {
-            "hostname", "database", "smtp_listen", "lmtp_listen", "max_message_size",
-            "max_recipients", "ticket_number_start", "max_header_size", "max_mime_depth",
-            "max_mime_parts", "log_level"})
-        limits = ParseLimits(
-            max_header_bytes=self.value(data, p, "max_header_size", d.limits.max_header_bytes,
-                                        _size),
-            max_mime_depth=self.value(data, p, "max_mime_depth", d.limits.max_mime_depth,
-                                      _positive_int),
-            max_mime_parts=self.value(data, p, "max_mime_parts", d.limits.max_mime_parts,
-                                      _positive_int),
+        self.unknown(
+            data,
+            p,
+            {
+                "hostname",
+                "database",
+                "smtp_listen",
+                "lmtp_listen",
+                "max_message_size",
+                "max_recipients",
+                "ticket_number_start",
+                "max_header_size",
+                "max_mime_depth",
+                "max_mime_parts",
+                "log_level",
+                "outbound",
+                "outbound_max_age",
+                "templates_dir",
+                "portal_url",
+                "ack_limit",
+                "ack_daily_limit",
+                "auto_mail_per_recipient",
+                "auto_mail_per_ticket",
+                "auto_mail_per_mailbox",
+                "bounce_suppression",
+                "dkim_key_file",
+                "dkim_selector",
+                "dkim_domain",
+            },
         )
-        database = os.environ.get(ENV_DATABASE) or self.value(data, p, "database", d.database,
-                                                              _database_url)
+        loops = LoopLimits(
+            ack_per_sender=self.value(data, p, "ack_limit", d.loops.ack_per_sender, _rate),
+            ack_per_sender_daily=self.value(
+                data, p, "ack_daily_limit", d.loops.ack_per_sender_daily, _rate
+            ),
+            auto_per_recipient=self.value(
+                data, p, "auto_mail_per_recipient", d.loops.auto_per_recipient, _rate
+            ),
+            auto_per_ticket=self.value(
+                data, p, "auto_mail_per_ticket", d.loops.auto_per_ticket, _rate
+            ),
+            auto_per_mailbox=self.value(
+                data, p, "auto_mail_per_mailbox", d.loops.auto_per_mailbox, _rate
+            ),
+        )
+        dkim = (
+            self.value(data, p, "dkim_key_file", None, self.path),
+            self.value(data, p, "dkim_selector", "", _optional(_text)),
+            self.value(data, p, "dkim_domain", "", _optional(_hostname)),
+        )
+        if any(dkim) and not all(dkim):
+            self.problem(
+                p + "dkim_key_file",
+                "DKIM needs dkim_key_file, dkim_selector and dkim_domain together",
+            )
+        limits = ParseLimits(
+            max_header_bytes=self.value(
+                data, p, "max_header_size", d.limits.max_header_bytes, _size
+            ),
+            max_mime_depth=self.value(
+                data, p, "max_mime_depth", d.limits.max_mime_depth, _positive_int
+            ),
+            max_mime_parts=self.value(
+                data, p, "max_mime_parts", d.limits.max_mime_parts, _positive_int
+            ),
+        )
+        database = os.environ.get(ENV_DATABASE) or self.value(
+            data, p, "database", d.database, _database_url
+        )
         return GatewaySettings(
             hostname=self.value(data, p, "hostname", d.hostname, _hostname),
             database=database,
             smtp_listen=self.value(data, p, "smtp_listen", d.smtp_listen, _listen),
             lmtp_listen=self.value(data, p, "lmtp_listen", d.lmtp_listen, _listen),
             max_message_size=self.value(data, p, "max_message_size", d.max_message_size, _size),
-            max_recipients=self.value(data, p, "max_recipients", d.max_recipients,
-                                      _positive_int),
-            ticket_number_start=self.value(data, p, "ticket_number_start",
-                                           d.ticket_number_start, _positive_int),
+            max_recipients=self.value(data, p, "max_recipients", d.max_recipients, _positive_int),
+            ticket_number_start=self.value(
+                data, p, "ticket_number_start", d.ticket_number_start, _positive_int
+            ),
             limits=limits,
             log_level=self.value(data, p, "log_level", d.log_level, _log_level),
+            outbound=self.value(data, p, "outbound", d.outbound, _outbound),
+            outbound_max_age=self.value(data, p, "outbound_max_age", d.outbound_max_age, _duration),
+            templates_dir=self.value(data, p, "templates_dir", None, self.path),
+            portal_url=self.value(data, p, "portal_url", "", _url),
+            loops=loops,
+            bounce_suppression=self.value(
+                data, p, "bounce_suppression", d.bounce_suppression, _duration
+            ),
+            dkim_key_file=dkim[0],
+            dkim_selector=dkim[1],
+            dkim_domain=dkim[2],
         )
 
     def mailboxes(self, items: Any) -> tuple[Mailbox, ...]:
@@ -255,7 +380,9 @@ class _Reader:
                 continue
             for address in mailbox.addresses:
                 if address in seen:
-                    self.problem(prefix + "address", f"{address} is already used by {seen[address]}")
+                    self.problem(
+                        prefix + "address", f"{address} is already used by {seen[address]}"
+                    )
                 seen[address] = prefix[:-1]
             result.append(mailbox)
         return tuple(result)
@@ -286,6 +413,11 @@ def _text(value: Any) -> str:
     return value.strip()
 
 
+def _optional(convert: Callable[[Any], str]) -> Callable[[Any], str]:
+    """``convert``, but an empty string stays empty (the key is unset)."""
+    return lambda value: "" if value == "" else convert(value)
+
+
 def _hostname(value: Any) -> str:
     text = _text(value)
     if not re.fullmatch(r"[A-Za-z0-9.-]+", text):
@@ -298,7 +430,7 @@ def _size(value: Any) -> int:
         return value
     if isinstance(value, str):
         return parse_size(value)
-    raise TypeError(f"must be a size such as \"25MiB\", not {value!r}")
+    raise TypeError(f'must be a size such as "25MiB", not {value!r}')
 
 
 def _positive_int(value: Any) -> int:
@@ -309,7 +441,7 @@ def _positive_int(value: Any) -> int:
 
 def _listen(value: Any) -> ListenAddress | None:
     if not isinstance(value, str):
-        raise TypeError(f"must be a string such as \"127.0.0.1:2525\", not {value!r}")
+        raise TypeError(f'must be a string such as "127.0.0.1:2525", not {value!r}')
     return parse_listen(value)
 
 
@@ -323,8 +455,10 @@ def _database_url(value: Any) -> str:
 def _address(value: Any) -> str:
     text = _text(value).lower()
     if not _ADDRESS_RE.match(text):
-        raise ValueError(f"{text!r} is not an address such as support@example.com "
-                         "(no '+': it separates reply keys)")
+        raise ValueError(
+            f"{text!r} is not an address such as support@example.com "
+            "(no '+': it separates reply keys)"
+        )
     return text
 
 
@@ -344,7 +478,51 @@ def _language(value: Any) -> str:
 def _tag(value: Any) -> str:
     text = _text(value)
     if text.count("{number}") != 1:
-        raise ValueError(f"{text!r} must contain {{number}} exactly once, e.g. \"[#{{number}}]\"")
+        raise ValueError(f'{text!r} must contain {{number}} exactly once, e.g. "[#{{number}}]"')
+    return text
+
+
+def parse_duration(text: str) -> int:
+    """``"10min"`` -> 600 seconds; units s, min (or m), h, d."""
+    match = _DURATION_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as 60s, 10min, 24h or 5d")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_rate(text: str) -> Rate:
+    """``"1/10min"`` -> Rate(1, 600)."""
+    match = _RATE_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a rate such as 1/10min or 20/1d")
+    return Rate(int(match.group(1)), parse_duration(match.group(2)))
+
+
+def _rate(value: Any) -> Rate:
+    if not isinstance(value, str):
+        raise TypeError(f'must be a rate string such as "1/10min", not {value!r}')
+    return parse_rate(value)
+
+
+def _duration(value: Any) -> int:
+    if not isinstance(value, str):
+        raise TypeError(f'must be a duration string such as "5d", not {value!r}')
+    return parse_duration(value)
+
+
+def _outbound(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith(("maildir:", "smtp://")):
+        raise ValueError(f"{text!r} is neither maildir:PATH nor smtp://host:port")
+    return text
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"must be a URL string, not {value!r}")
+    text = value.strip().rstrip("/")
+    if text and not re.match(r"^https?://[^\s/]+", text):
+        raise ValueError(f"{text!r} is not an http(s) URL such as https://support.example.com")
     return text
 
 

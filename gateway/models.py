@@ -11,6 +11,9 @@ Tables in the order of the flow:
     blob          attachment bytes, stored once per sha256
     attachment    a message's attachment, pointing at its blob
     event         every state change, for an auditable history
+    reply_key     hashed keys of support+KEY@ addresses: ticket and owner
+    outbox        rendered outbound mail and its delivery state
+    suppression   recipients that bounced permanently, until when
     counter       named counters (ticket numbers), safe across instances
     schema_meta   the schema version
 
@@ -31,6 +34,10 @@ SCHEMA_VERSION = 1
 
 class BaseModel(pw.Model):
     """Binds every table to the proxy and names tables after their class."""
+
+    # Declared (peewee would add it anyway) so that type checkers know it;
+    # a model with its own primary key field replaces it.
+    id = pw.AutoField()
 
     class Meta:
         database = database
@@ -67,7 +74,7 @@ class Inbound(BaseModel):
     QUARANTINED = "quarantined"
 
     queue_id = pw.CharField(max_length=32, unique=True)
-    raw = pw.ForeignKeyField(RawMessage, on_delete="RESTRICT")
+    raw_message = pw.ForeignKeyField(RawMessage, on_delete="RESTRICT")
     mailbox = pw.CharField(max_length=320, index=True)
     protocol = pw.CharField(max_length=16)
     peer = pw.TextField(default="")
@@ -91,6 +98,11 @@ class Ticket(BaseModel):
 
     STATUSES = ("new", "open", "waiting_on_customer", "resolved", "closed")
     PRIORITIES = ("low", "medium", "high", "urgent")
+
+    # backrefs, for mypy: participants, messages, events
+    participants: pw.ModelSelect[Participant]
+    messages: pw.ModelSelect[Message]
+    events: pw.ModelSelect[Event]
 
     number = pw.BigIntegerField(unique=True)
     mailbox = pw.CharField(max_length=320, index=True)
@@ -120,6 +132,8 @@ class Participant(BaseModel):
 
 class Message(BaseModel):
     """One message of a ticket, as the people on it see it."""
+
+    attachments: pw.ModelSelect[Attachment]  # backref, for mypy
 
     ticket = pw.ForeignKeyField(Ticket, backref="messages", on_delete="CASCADE")
     inbound = pw.ForeignKeyField(Inbound, null=True, unique=True, on_delete="SET NULL")
@@ -169,7 +183,71 @@ class Event(BaseModel):
     created_at = pw.DateTimeField(index=True)
 
 
+class ReplyKey(BaseModel):
+    """The key in a Reply-To address (support+KEY@), bound to a ticket and its owner.
+
+    Only the SHA-256 of the key is stored: a copy of the database does not let
+    anyone write into tickets as their participants.
+    """
+
+    key_hash = pw.CharField(max_length=64, unique=True)
+    ticket = pw.ForeignKeyField(Ticket, null=True, backref="reply_keys", on_delete="CASCADE")
+    email = pw.CharField(max_length=320)
+    role = pw.CharField(max_length=16, default="customer")  # customer | agent
+    created_at = pw.DateTimeField()
+    revoked_at = pw.DateTimeField(null=True)
+
+
+class Outbox(BaseModel):
+    """One outbound mail to one recipient, from rendering to delivery.
+
+    Written in the same transaction as the event that caused it; the worker
+    claims rows (status "sending" with a lease) so no two workers send one row.
+    """
+
+    QUEUED, SENDING, SENT, DEFERRED, FAILED = "queued", "sending", "sent", "deferred", "failed"
+
+    ticket = pw.ForeignKeyField(Ticket, null=True, backref="outbox", on_delete="SET NULL")
+    event = pw.CharField(max_length=64)
+    mailbox = pw.CharField(max_length=320)
+    recipient = pw.CharField(max_length=320)
+    rate_key = pw.CharField(max_length=320, index=True)  # recipient without +detail, for caps
+    envelope_from = pw.TextField()
+    bounce_token = pw.CharField(max_length=32, unique=True)
+    message_id = pw.TextField(index=True)
+    data = pw.BlobField()
+    auto = pw.BooleanField(default=True)
+    status = pw.CharField(max_length=16, default=QUEUED, index=True)
+    attempts = pw.IntegerField(default=0)
+    next_attempt_at = pw.DateTimeField(index=True)
+    last_error = pw.TextField(null=True)
+    claimed_by = pw.CharField(max_length=64, null=True)
+    claimed_until = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField(index=True)
+    sent_at = pw.DateTimeField(null=True)
+
+
+class Suppression(BaseModel):
+    """A recipient we do not write to until ``until`` (a permanent bounce)."""
+
+    email = pw.CharField(max_length=320, unique=True)
+    reason = pw.TextField()
+    until = pw.DateTimeField()
+    created_at = pw.DateTimeField()
+
+
 MODELS: tuple[type[BaseModel], ...] = (
-    SchemaMeta, Counter, RawMessage, Inbound, Ticket, Participant, Message, Blob,
-    Attachment, Event,
+    SchemaMeta,
+    Counter,
+    RawMessage,
+    Inbound,
+    Ticket,
+    Participant,
+    Message,
+    Blob,
+    Attachment,
+    Event,
+    ReplyKey,
+    Outbox,
+    Suppression,
 )
