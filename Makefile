@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= mailboxes.toml
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck clean
 
 # Create the virtualenv and install the package with its test tools, once per
 # change of pyproject.toml.
@@ -27,14 +27,11 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory lint typecheck
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway tests
+	$(BIN)/ruff format --check gateway tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
-
-bench: $(STAMP)
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -61,13 +61,19 @@ def _sqlite(parts: urllib.parse.SplitResult, base_dir: Path) -> pw.Database:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Transactions take the write lock up front (BEGIN IMMEDIATE): two writers
     # then queue on busy_timeout instead of deadlocking on a lock upgrade.
-    database = PooledSqliteDatabase(str(path), pragmas=_SQLITE_PRAGMAS, lock_type="IMMEDIATE",
-                                    max_connections=16, stale_timeout=600,
-                                    check_same_thread=False)
+    database = PooledSqliteDatabase(
+        str(path),
+        pragmas=_SQLITE_PRAGMAS,
+        lock_type="IMMEDIATE",
+        max_connections=16,
+        stale_timeout=600,
+        check_same_thread=False,
+    )
     # SQLite's own lower() folds ASCII only; searches must fold "Đơn hàng" too,
     # as PostgreSQL's does.
     database.register_function(_lower, "lower", 1)
-    return database
+    result: pw.Database = database
+    return result
 
 
 def _lower(value: object) -> object:
@@ -76,7 +82,7 @@ def _lower(value: object) -> object:
 
 def _postgres(parts: urllib.parse.SplitResult) -> pw.Database:
     query = dict(urllib.parse.parse_qsl(parts.query))
-    return PooledPostgresqlDatabase(
+    database: pw.Database = PooledPostgresqlDatabase(
         parts.path.lstrip("/") or "postgres",
         user=urllib.parse.unquote(parts.username or "") or None,
         password=urllib.parse.unquote(parts.password or "") or None,
@@ -86,6 +92,7 @@ def _postgres(parts: urllib.parse.SplitResult) -> pw.Database:
         stale_timeout=600,
         **query,
     )
+    return database
 
 
 def open_database(url: str, base_dir: Path, *, ticket_number_start: int = 10000) -> pw.Database:
@@ -110,9 +117,11 @@ def ensure_schema(database: pw.Database, ticket_number_start: int) -> None:
         elif int(version.value) > models.SCHEMA_VERSION:
             raise StorageError(
                 f"the database has schema version {version.value}, newer than this "
-                f"release's {models.SCHEMA_VERSION}; upgrade ticket-gateway")
-        models.Counter.insert(name="ticket", value=ticket_number_start - 1).on_conflict_ignore(
-        ).execute()
+                f"release's {models.SCHEMA_VERSION}; upgrade ticket-gateway"
+            )
+        models.Counter.insert(
+            name="ticket", value=ticket_number_start - 1
+        ).on_conflict_ignore().execute()
         # Raising ticket_number_start later moves numbering forward, never back.
         models.Counter.update(value=ticket_number_start - 1).where(
             (models.Counter.name == "ticket") & (models.Counter.value < ticket_number_start - 1)

@@ -1,0 +1,388 @@
+"""The ``ticket-gateway`` command line: run the daemon and look inside it.
+
+This is an edge of the program: it configures logging, turns GatewayError
+into a clear message and an exit status (2 for configuration problems, 1 for
+everything else), and never shows a traceback for a problem an operator can
+fix. Every listing prints a table for people, or JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gateway import __version__, config, outbox, preview, queries
+from gateway.db import open_database
+from gateway.errors import ConfigError, GatewayError
+from gateway.notify import Notifier
+from gateway.process import process_inbound, release
+from gateway.render import Renderer
+
+log = logging.getLogger("gateway.cli")
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and ``python -m gateway``."""
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    except GatewayError as exc:
+        print(f"ticket-gateway: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="ticket-gateway", description="Email-to-ticket gateway daemon."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = _command(commands, "serve", cmd_serve, "run the daemon (SMTP/LMTP listeners)")
+    serve.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help=argparse.SUPPRESS
+    )
+    _command(
+        commands,
+        "check-config",
+        cmd_check_config,
+        "validate the configuration; exit 2 with one line per problem",
+    )
+
+    tickets = commands.add_parser("tickets", help="list and show tickets")
+    sub = tickets.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
+    lister = _command(sub, "list", cmd_tickets_list, "list tickets, newest first", json_flag=True)
+    lister.add_argument(
+        "--status", choices=("new", "open", "waiting_on_customer", "resolved", "closed")
+    )
+    lister.add_argument("--mailbox", metavar="ADDR", help="only tickets of this mailbox")
+    lister.add_argument(
+        "--since",
+        type=_date,
+        metavar="DATE",
+        help="created on or after DATE (YYYY-MM-DD or ISO time, UTC)",
+    )
+    lister.add_argument(
+        "--until",
+        type=_date,
+        metavar="DATE",
+        help="created before DATE (YYYY-MM-DD or ISO time, UTC)",
+    )
+    lister.add_argument(
+        "--search", metavar="TEXT", help="in the requester's name or address and the subject"
+    )
+    lister.add_argument("--limit", type=int, default=500, help=argparse.SUPPRESS)
+    show = _command(sub, "show", cmd_tickets_show, "a ticket and its messages", json_flag=True)
+    show.add_argument("number", type=int, metavar="NUMBER")
+
+    quarantine = commands.add_parser("quarantine", help="messages that could not be processed")
+    sub = quarantine.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
+    _command(sub, "list", cmd_quarantine_list, "quarantined messages and why", json_flag=True)
+    retry = _command(sub, "retry", cmd_quarantine_retry, "process a quarantined message again")
+    retry.add_argument("id", metavar="ID", help="the id or queue id from 'quarantine list'")
+
+    queue = commands.add_parser("outbox", help="outbound mail and its delivery")
+    sub = queue.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+    lister = _command(sub, "list", cmd_outbox_list, "outbound mail, newest first", json_flag=True)
+    lister.add_argument("--status", choices=("queued", "sending", "sent", "deferred", "failed"))
+    for name, func, text in (
+        ("retry", cmd_outbox_retry, "send a deferred or failed mail now"),
+        ("drop", cmd_outbox_drop, "never send a queued or deferred mail"),
+    ):
+        action = _command(sub, name, func, text)
+        action.add_argument("id", type=int, metavar="ID", help="the id from 'outbox list'")
+
+    templates = commands.add_parser("templates", help="outbound mail templates")
+    sub = templates.add_subparsers(dest="templates_command", required=True, metavar="ACTION")
+    show = _command(
+        sub,
+        "preview",
+        cmd_templates_preview,
+        "print an event's mail as it would be sent, without sending it",
+    )
+    show.add_argument(
+        "event",
+        metavar="EVENT",
+        choices=preview.EVENTS,
+        help="one of: " + ", ".join(preview.EVENTS),
+    )
+    show.add_argument("--lang", default=None, help="language (default: the ticket's, or en)")
+    show.add_argument(
+        "--ticket",
+        type=int,
+        metavar="NUMBER",
+        help="use this ticket's data (default: a made-up example)",
+    )
+    return parser
+
+
+def _command(
+    commands: Any,
+    name: str,
+    func: Callable[[argparse.Namespace], int],
+    help_: str,
+    *,
+    json_flag: bool = False,
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_, description=help_)
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help="configuration file (default: $GATEWAY_CONFIG or ./mailboxes.toml)",
+    )
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="print JSON for programs")
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _date(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment
+
+
+def _open(args: argparse.Namespace) -> config.Config:
+    """Load the configuration and open its database."""
+    cfg = config.load(args.config)
+    open_database(
+        cfg.gateway.database, cfg.base_dir, ticket_number_start=cfg.gateway.ticket_number_start
+    )
+    return cfg
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    logging.basicConfig(
+        level=cfg.gateway.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    log.info("ticket-gateway %s starting with %s", __version__, cfg.path)
+    from gateway.daemon import serve
+
+    asyncio.run(serve(cfg))
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    print(f"{cfg.path}: OK ({len(cfg.mailboxes)} mailbox(es))")
+    return EXIT_OK
+
+
+def cmd_tickets_list(args: argparse.Namespace) -> int:
+    _open(args)
+    rows = queries.list_tickets(
+        queries.TicketFilter(
+            status=args.status,
+            mailbox=args.mailbox,
+            since=args.since,
+            until=args.until,
+            search=args.search,
+        ),
+        limit=args.limit,
+    )
+    if args.json:
+        return _print_json(rows)
+    print(
+        _table(
+            ["NUMBER", "STATUS", "PRIORITY", "CREATED", "REQUESTER", "SUBJECT"],
+            [
+                [
+                    str(r["number"]),
+                    r["status"],
+                    r["priority"],
+                    _short_time(r["created_at"]),
+                    r["requester"]["email"],
+                    r["subject"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+    print(f"{len(rows)} ticket(s)")
+    return EXIT_OK
+
+
+def cmd_tickets_show(args: argparse.Namespace) -> int:
+    _open(args)
+    ticket = queries.ticket_detail(args.number)
+    if ticket is None:
+        print(f"ticket-gateway: no ticket #{args.number}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        return _print_json(ticket)
+    print(_ticket_text(ticket))
+    return EXIT_OK
+
+
+def cmd_quarantine_list(args: argparse.Namespace) -> int:
+    _open(args)
+    rows = queries.quarantined()
+    if args.json:
+        return _print_json(rows)
+    print(
+        _table(
+            ["ID", "QUEUE ID", "RECEIVED", "MAILBOX", "FROM", "REASON"],
+            [
+                [
+                    str(r["id"]),
+                    r["queue_id"],
+                    _short_time(r["received_at"]),
+                    r["mailbox"],
+                    r["mail_from"] or "<>",
+                    r["reason"] or "",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    print(f"{len(rows)} message(s) in quarantine")
+    return EXIT_OK
+
+
+def cmd_quarantine_retry(args: argparse.Namespace) -> int:
+    cfg = _open(args)
+    from gateway.models import database
+
+    row = queries.find_inbound(args.id)
+    if row is None or not release(row.id, database.obj):
+        print(f"ticket-gateway: {args.id} is not in the quarantine", file=sys.stderr)
+        return EXIT_ERROR
+    notifier = Notifier(cfg, Renderer(cfg.gateway.templates_dir))
+    result = process_inbound(row.id, cfg, database.obj, notifier)
+    if result.status == "quarantined":
+        print(f"{row.queue_id}: still failing: {result.reason}")
+        return EXIT_ERROR
+    print(f"{row.queue_id}: {result.status}: {result.action} ticket #{result.ticket_number or '-'}")
+    return EXIT_OK
+
+
+def cmd_outbox_list(args: argparse.Namespace) -> int:
+    _open(args)
+    rows = outbox.listing(args.status)
+    if args.json:
+        return _print_json(rows)
+    print(
+        _table(
+            ["ID", "STATUS", "EVENT", "TICKET", "TO", "TRIES", "NEXT", "LAST ERROR"],
+            [
+                [
+                    str(r["id"]),
+                    r["status"],
+                    r["event"],
+                    str(r["ticket"] or "-"),
+                    r["recipient"],
+                    str(r["attempts"]),
+                    _short_time(r["next_attempt_at"])
+                    if r["status"] in ("queued", "deferred")
+                    else "",
+                    r["last_error"] or "",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    print(f"{len(rows)} mail(s)")
+    return EXIT_OK
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    _open(args)
+    if not outbox.retry(args.id):
+        print(f"ticket-gateway: outbox {args.id} is not deferred or failed", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"outbox {args.id}: queued; the running daemon sends it within a minute")
+    return EXIT_OK
+
+
+def cmd_outbox_drop(args: argparse.Namespace) -> int:
+    _open(args)
+    if not outbox.drop(args.id):
+        print(f"ticket-gateway: outbox {args.id} is not queued or deferred", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"outbox {args.id}: dropped (listed as failed)")
+    return EXIT_OK
+
+
+def cmd_templates_preview(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    if args.ticket is not None:
+        open_database(
+            cfg.gateway.database, cfg.base_dir, ticket_number_start=cfg.gateway.ticket_number_start
+        )
+    sys.stdout.write(preview.render(cfg, args.event, args.lang, args.ticket))
+    return EXIT_OK
+
+
+def _print_json(data: Any) -> int:
+    print(json.dumps(data, ensure_ascii=False, indent=2))
+    return EXIT_OK
+
+
+def _short_time(iso: str | None) -> str:
+    return (iso or "")[:16].replace("T", " ")
+
+
+def _table(headers: list[str], rows: list[list[str]], max_width: int = 50) -> str:
+    """A plain left-aligned table; long cells are cut with an ellipsis."""
+    cells = [[_cell(c, max_width) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _cell(text: str, max_width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= max_width else text[: max_width - 1] + "…"
+
+
+def _ticket_text(ticket: dict[str, Any]) -> str:
+    """A ticket for a person reading a terminal."""
+    requester = ticket["requester"]
+    lines = [
+        f"#{ticket['number']}  {ticket['subject']}",
+        f"status {ticket['status']}, priority {ticket['priority']}, "
+        f"category {ticket['category']}, language {ticket['language']}",
+        f"mailbox {ticket['mailbox']}; requester {requester['name']} <{requester['email']}>",
+        f"created {_short_time(ticket['created_at'])}, updated {_short_time(ticket['updated_at'])}",
+    ]
+    for number, message in enumerate(ticket["messages"], 1):
+        author = message["author"]
+        flags = [
+            message["direction"],
+            message["visibility"],
+            *(["auto"] if message["auto"] else []),
+        ]
+        who = f"{author['name']} <{author['email']}>" if author["name"] else author["email"]
+        lines += [
+            "",
+            f"--- message {number}: {who} ({author['role']}) "
+            f"{_short_time(message['created_at'])} [{', '.join(flags)}]",
+            message["text"].rstrip(),
+        ]
+        lines += [
+            f"[attachment] {a['filename']} ({a['content_type']}, {a['size']} bytes)"
+            for a in message["attachments"]
+        ]
+    return "\n".join(lines)

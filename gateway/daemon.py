@@ -1,0 +1,163 @@
+"""The daemon: one process, one event loop, every step wired together.
+
+``serve`` opens the database, resumes messages a previous run accepted but
+did not process, binds the SMTP and LMTP listeners, and runs until SIGTERM
+or SIGINT. On the way out it stops accepting connections, lets the sessions
+in flight finish, and waits for the processor to drain what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway import dkim, listener
+from gateway.config import Config, ListenAddress
+from gateway.db import Store, open_database, redact
+from gateway.deliver import transport_from_url
+from gateway.errors import ConfigError
+from gateway.intake import Intake
+from gateway.notify import Notifier
+from gateway.outbox import OutboxWorker
+from gateway.process import Processor
+from gateway.render import Renderer
+
+log = logging.getLogger("gateway.daemon")
+
+SHUTDOWN_GRACE = 30.0  # seconds for sessions in flight to finish
+
+
+class Gateway:
+    """The running gateway: database, processor and listeners."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.store: Store | None = None
+        self.processor: Processor | None = None
+        self.outbox: OutboxWorker | None = None
+        self.servers: dict[str, asyncio.Server] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the database, resume unfinished work, and bind every listener."""
+        cfg = self.config.gateway
+        database = open_database(
+            cfg.database, self.config.base_dir, ticket_number_start=cfg.ticket_number_start
+        )
+        log.info("database %s", redact(cfg.database))
+        self.store = Store(database)
+        self.outbox = self._outbox_worker(self.store)
+        notifier = Notifier(self.config, Renderer(cfg.templates_dir))
+        self.processor = Processor(self.store, self.config, notifier, on_processed=self.outbox.wake)
+        self._tasks = [
+            asyncio.create_task(self.processor.run(), name="processor"),
+            asyncio.create_task(self.outbox.run(), name="outbox"),
+        ]
+        await self.processor.recover()
+        intake = Intake(self.store)
+        for protocol, where in (("smtp", cfg.smtp_listen), ("lmtp", cfg.lmtp_listen)):
+            if where is not None:
+                await self._listen(intake, protocol, where)
+        log.info(
+            "ready: %d mailbox(es): %s",
+            len(self.config.mailboxes),
+            ", ".join(m.address for m in self.config.mailboxes),
+        )
+
+    def _outbox_worker(self, store: Store) -> OutboxWorker:
+        cfg = self.config.gateway
+        try:
+            transport = transport_from_url(cfg.outbound, self.config.base_dir)
+        except ValueError as exc:
+            raise ConfigError([f"{self.config.path}: gateway.outbound: {exc}"]) from exc
+        log.info("outbound mail via %s", transport.describe())
+        signer = None
+        if cfg.dkim_key_file is not None:
+            signer = _dkim_signer(self.config)
+        return OutboxWorker(store, self.config, transport, signer)
+
+    def bound(self, protocol: str) -> str:
+        """Where a listener is bound, e.g. ``127.0.0.1:2525`` (port 0 resolved)."""
+        name = self.servers[protocol].sockets[0].getsockname()
+        return name if isinstance(name, str) else f"{name[0]}:{name[1]}"
+
+    async def _listen(self, intake: Intake, protocol: str, where: ListenAddress) -> None:
+        if where.unix_path:
+            _remove_stale_socket(Path(where.unix_path))
+        assert self.processor is not None
+        handler = listener.Handler(self.config, intake, self.processor, protocol)
+        self.servers[protocol] = await listener.start(self.config, handler, where)
+        log.info("listening for %s on %s", protocol.upper(), self.bound(protocol))
+
+    async def idle(self) -> None:
+        """Wait until every message accepted so far is processed."""
+        if self.processor is not None:
+            await self.processor.idle()
+
+    async def stop(self) -> None:
+        """Stop accepting, let sessions in flight finish, drain the processor."""
+        for server in self.servers.values():
+            server.close()
+        for server in self.servers.values():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
+        if self.processor is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.processor.idle(), SHUTDOWN_GRACE)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.store is not None:
+            self.store.close()
+        log.info("stopped")
+
+
+def _dkim_signer(config: Config) -> Callable[[bytes], bytes]:
+    """A function that DKIM-signs a message with the configured key."""
+    cfg = config.gateway
+    assert cfg.dkim_key_file is not None
+    key_file = cfg.dkim_key_file
+    try:
+        dkim.load_key(key_file)  # fail at start, not at the first mail
+    except ValueError as exc:
+        raise ConfigError([f"{config.path}: gateway.dkim_key_file: {exc}"]) from exc
+
+    def sign(message: bytes) -> bytes:
+        return dkim.sign(
+            message, domain=cfg.dkim_domain, selector=cfg.dkim_selector, key_file=key_file
+        )
+
+    return sign
+
+
+async def serve(config: Config) -> None:
+    """Run the gateway until SIGTERM or SIGINT."""
+    gateway = Gateway(config)
+    try:
+        await gateway.start()
+        await _wait_for_stop()
+    finally:
+        await gateway.stop()
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A socket file left by a previous run would make bind fail."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.stat().st_mode):
+            path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+async def _wait_for_stop() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("stopping: no new connections; finishing sessions in flight")

@@ -1,0 +1,211 @@
+"""Intake: the one entry point for mail, wherever it came from.
+
+The listener (SMTP/LMTP), the poller (IMAP) and the portal all hand a message
+here. Intake does one thing: commit the raw bytes and their envelope to the
+database, one ``inbound`` row per mailbox. Only when that commit returns may
+the caller answer 250, set \\Seen, or redirect. Parsing and threading happen
+afterwards, from the stored bytes (see ``process``), so no parser bug can
+lose a message we accepted.
+
+Intake is idempotent: a message delivered twice to the same mailbox (same
+Message-ID and the same content, ignoring trace headers that each hop
+prepends) is stored once; the second delivery is answered 250 all the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+
+import peewee as pw
+
+from gateway import models
+from gateway.db import Store, transaction, utcnow
+from gateway.errors import StorageError
+
+log = logging.getLogger("gateway.intake")
+
+# Header fields that relays add on top of a message in transit (RFC 5321
+# section 4.4 trace fields, and their common cousins). They differ between two
+# deliveries of the same message, so they stay out of the duplicate check.
+_TRACE_FIELDS = frozenset(
+    {
+        b"received",
+        b"return-path",
+        b"delivered-to",
+        b"x-original-to",
+        b"envelope-to",
+        b"x-envelope-from",
+        b"x-envelope-to",
+        b"x-delivered-to",
+        b"authentication-results",
+        b"arc-seal",
+        b"arc-message-signature",
+        b"arc-authentication-results",
+        b"received-spf",
+        b"x-spam-status",
+        b"x-spam-score",
+        b"x-spam-flag",
+        b"x-spam-level",
+        b"x-virus-scanned",
+        b"x-rcpt-to",
+    }
+)
+_FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+_MAX_ID_LENGTH = 900
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """How a message reached us: the SMTP envelope, or its IMAP/portal equivalent."""
+
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    protocol: str  # smtp | lmtp | imap | portal
+    peer: str = ""
+    helo: str = ""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message for one mailbox, with the envelope recipients that routed it there."""
+
+    mailbox: str
+    recipients: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Spooled:
+    """The result of spooling for one mailbox."""
+
+    mailbox: str
+    inbound_id: int
+    queue_id: str
+    duplicate: bool
+
+
+def split_header(raw: bytes) -> tuple[bytes, bytes]:
+    """The header block and the body (split at the first empty line)."""
+    match = re.search(rb"\r?\n\r?\n", raw)
+    if match is None:
+        return raw, b""
+    return raw[: match.start()], raw[match.end() :]
+
+
+def header_message_id(header: bytes) -> str:
+    """The Message-ID without angle brackets, or "" (never raises)."""
+    try:
+        value = BytesHeaderParser(policy=compat32).parsebytes(header + b"\n\n").get("Message-ID")
+    except Exception:
+        return ""
+    if not isinstance(value, str):
+        return ""
+    return value.strip().strip("<>").strip()[:_MAX_ID_LENGTH]
+
+
+def content_lines(header: bytes) -> Iterable[bytes]:
+    """The header lines that belong to the message, not to its journey.
+
+    Trace fields are dropped wherever they are, with their folded
+    continuation lines, so a copy that took another route hashes the same.
+    """
+    skipping = False
+    for line in header.splitlines():
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                yield line
+            continue
+        match = _FIELD_NAME.match(line)
+        skipping = bool(match) and match.group(1).lower() in _TRACE_FIELDS  # type: ignore[union-attr]
+        if not skipping:
+            yield line
+
+
+def dedup_key(raw: bytes) -> tuple[str, str]:
+    """(Message-ID, key): the key names the message's content, not its route."""
+    header, body = split_header(raw)
+    message_id = header_message_id(header)
+    digest = hashlib.sha256()
+    digest.update(message_id.encode("utf-8", "surrogateescape") + b"\0")
+    for line in content_lines(header):
+        digest.update(line.rstrip(b"\r") + b"\n")
+    digest.update(b"\0" + body)
+    return message_id, digest.hexdigest()
+
+
+class Intake:
+    """Commits accepted mail; the caller may acknowledge once ``spool`` returns."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def spool(
+        self, raw: bytes, envelope: Envelope, deliveries: Sequence[Delivery]
+    ) -> list[Spooled]:
+        """Store ``raw`` once and an inbound row per delivery, in one transaction.
+
+        Raises StorageError when anything failed; then nothing was stored.
+        """
+        try:
+            return await self.store.run(self._spool, raw, envelope, deliveries)
+        except pw.PeeweeException as exc:
+            raise StorageError(f"could not store message: {exc}") from exc
+
+    def _spool(
+        self, raw: bytes, envelope: Envelope, deliveries: Sequence[Delivery]
+    ) -> list[Spooled]:
+        message_id, key = dedup_key(raw)
+        sha = hashlib.sha256(raw).hexdigest()
+        with transaction(self.store.database):
+            models.RawMessage.insert(
+                sha256=sha, size=len(raw), data=raw
+            ).on_conflict_ignore().execute()
+            stored = models.RawMessage.get(models.RawMessage.sha256 == sha)
+            results = [self._inbound(stored, envelope, d, message_id, key) for d in deliveries]
+        for result in results:
+            log.info(
+                "%s <%s> %s to %s from %s via %s",
+                result.queue_id,
+                message_id or "-",
+                "duplicate, already stored" if result.duplicate else "accepted",
+                result.mailbox,
+                envelope.mail_from or "<>",
+                envelope.protocol,
+            )
+        return results
+
+    def _inbound(
+        self,
+        raw: models.RawMessage,
+        envelope: Envelope,
+        delivery: Delivery,
+        message_id: str,
+        key: str,
+    ) -> Spooled:
+        """Insert the inbound row, or find the one an earlier delivery made."""
+        queue_id = secrets.token_hex(6).upper()
+        models.Inbound.insert(
+            queue_id=queue_id,
+            raw_message=raw,
+            mailbox=delivery.mailbox,
+            protocol=envelope.protocol,
+            peer=envelope.peer,
+            helo=envelope.helo[:255],
+            mail_from=envelope.mail_from,
+            rcpt_to=json.dumps(list(delivery.recipients)),
+            message_id=message_id,
+            dedup_key=key,
+            received_at=utcnow(),
+        ).on_conflict_ignore().execute()
+        existing = models.Inbound.get(
+            (models.Inbound.mailbox == delivery.mailbox) & (models.Inbound.dedup_key == key)
+        )
+        duplicate = existing.queue_id != queue_id
+        return Spooled(delivery.mailbox, existing.id, existing.queue_id, duplicate)

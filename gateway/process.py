@@ -1,0 +1,201 @@
+"""Processing: from a spooled inbound row to ticket state.
+
+The second half of intake. A single worker takes inbound rows in the order
+they were accepted and runs parse -> classify -> thread/apply on the stored
+raw bytes. The ticket changes and the row's new status commit together, so
+a crash half-way leaves the row "received" and it is simply processed again
+at the next start. A message that cannot be processed is quarantined with
+its reason (the 250 we gave stays true: the bytes are safe) and can be
+re-run with ``ticket-gateway quarantine retry``. A database outage is not
+the message's fault: the row stays "received" and is retried later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import peewee as pw
+
+from gateway import models, tickets
+from gateway.classify import classify
+from gateway.config import Config
+from gateway.db import Store, transaction, utcnow
+from gateway.errors import ProcessingError
+from gateway.events import record
+from gateway.notify import Notifier
+from gateway.parse import parse
+
+log = logging.getLogger("gateway.process")
+
+RETRY_DELAY = 5.0  # seconds before retrying rows after a database error
+
+
+@dataclass(frozen=True)
+class Result:
+    """How processing one row ended."""
+
+    status: str  # processed | quarantined | skipped
+    action: str = ""
+    ticket_number: int | None = None
+    reason: str = ""
+
+
+def process_inbound(
+    inbound_id: int, config: Config, database: pw.Database, notifier: Notifier
+) -> Result:
+    """Process one inbound row (synchronously; call from a worker thread).
+
+    Raises peewee errors on database trouble, so the caller can retry later.
+    """
+    row = models.Inbound.get_by_id(inbound_id)
+    if row.status != models.Inbound.RECEIVED:
+        return Result("skipped")
+    mailbox = config.mailbox(row.mailbox)
+    try:
+        if mailbox is None:
+            raise ProcessingError(f"mailbox {row.mailbox} is no longer configured")
+        parsed = parse(bytes(row.raw_message.data), config.gateway.limits)
+        verdict = classify(parsed, row.mail_from, config.own_addresses())
+        with transaction(database):
+            claimed = _claim(inbound_id)
+            if claimed is None:
+                return Result("skipped")
+            outcome = tickets.apply(
+                tickets.Incoming(claimed, parsed, verdict, mailbox, config, notifier)
+            )
+            _finish(claimed, models.Inbound.PROCESSED, None)
+    except pw.PeeweeException:
+        raise
+    except ProcessingError as exc:
+        return quarantine(inbound_id, str(exc), database)
+    except Exception as exc:
+        # A bug of ours, not the sender's: keep the message and say what broke.
+        log.exception("%s <%s> processing failed", row.queue_id, row.message_id or "-")
+        return quarantine(inbound_id, f"internal error: {type(exc).__name__}: {exc}", database)
+    log.info(
+        "%s <%s> %s ticket #%s in %s%s",
+        row.queue_id,
+        row.message_id or "-",
+        outcome.action,
+        outcome.ticket_number or "-",
+        row.mailbox,
+        " (auto: " + "; ".join(verdict.reasons) + ")" if verdict.auto else "",
+    )
+    return Result("processed", outcome.action, outcome.ticket_number)
+
+
+def _claim(inbound_id: int) -> models.Inbound | None:
+    """Lock the row for this transaction; None if another worker processed it."""
+    query = models.Inbound.select().where(models.Inbound.id == inbound_id)
+    if isinstance(models.database.obj, pw.PostgresqlDatabase):
+        query = query.for_update()
+    row: models.Inbound | None = query.first()
+    if row is None or row.status != models.Inbound.RECEIVED:
+        return None
+    return row
+
+
+def _finish(row: models.Inbound, status: str, reason: str | None) -> None:
+    row.status, row.reason = status, reason
+    row.attempts += 1
+    row.processed_at = utcnow()
+    row.save()
+
+
+def quarantine(inbound_id: int, reason: str, database: pw.Database) -> Result:
+    """Set the row aside with its reason; it stays re-runnable."""
+    with transaction(database):
+        row = models.Inbound.get_by_id(inbound_id)
+        _finish(row, models.Inbound.QUARANTINED, reason)
+        record(None, "quarantined", inbound=row, reason=reason)
+    log.warning("%s <%s> quarantined: %s", row.queue_id, row.message_id or "-", reason)
+    return Result("quarantined", reason=reason)
+
+
+def release(inbound_id: int, database: pw.Database) -> bool:
+    """Put a quarantined row back to "received" so it is processed again."""
+    with transaction(database):
+        updated = (
+            models.Inbound.update(status=models.Inbound.RECEIVED, reason=None)
+            .where(
+                (models.Inbound.id == inbound_id)
+                & (models.Inbound.status == models.Inbound.QUARANTINED)
+            )
+            .execute()
+        )
+        if updated:
+            record(None, "quarantine_released", inbound=models.Inbound.get_by_id(inbound_id))
+    return bool(updated)
+
+
+def pending_ids() -> list[int]:
+    """Rows accepted but not yet processed, oldest first."""
+    query = (
+        models.Inbound.select(models.Inbound.id)
+        .where(models.Inbound.status == models.Inbound.RECEIVED)
+        .order_by(models.Inbound.id)
+    )
+    return [row.id for row in query]
+
+
+class Processor:
+    """The worker that processes spooled rows one at a time, in order."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        notifier: Notifier,
+        on_processed: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.notifier = notifier
+        self.on_processed = on_processed  # e.g. wake the outbox worker
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(self, inbound_id: int) -> None:
+        """Queue a freshly spooled row."""
+        self._idle.clear()
+        self._queue.put_nowait(inbound_id)
+
+    async def recover(self) -> int:
+        """Queue every row a previous run accepted but did not process."""
+        ids = await self.store.run(pending_ids)
+        for inbound_id in ids:
+            self.submit(inbound_id)
+        if ids:
+            log.info("resuming %d accepted but unprocessed message(s)", len(ids))
+        return len(ids)
+
+    async def run(self) -> None:
+        """Process queued rows until cancelled."""
+        while True:
+            inbound_id = await self._queue.get()
+            try:
+                await self.store.run(
+                    process_inbound, inbound_id, self.config, self.store.database, self.notifier
+                )
+                if self.on_processed is not None:
+                    self.on_processed()
+            except pw.PeeweeException as exc:
+                log.error(
+                    "inbound %d: database error, retrying in %.0fs: %s",
+                    inbound_id,
+                    RETRY_DELAY,
+                    exc,
+                )
+                asyncio.get_running_loop().call_later(RETRY_DELAY, self.submit, inbound_id)
+            finally:
+                self._queue.task_done()
+                if self._queue.empty():
+                    self._idle.set()
+
+    async def idle(self) -> None:
+        """Wait until everything queued so far is processed (for shutdown and tests)."""
+        await self._idle.wait()

@@ -1,0 +1,412 @@
+"""Tickets: the sole writer of ticket state.
+
+Called by ``process`` inside its transaction, with a parsed and classified
+message and the mailbox it came to. It decides, from the threading
+candidates, whether the message opens a ticket, follows one up, or (for
+machine mail) is only recorded; then writes the ticket, the message, its
+attachments, the participants and an event for every change. Nothing else
+in the gateway writes these tables, so every rule about who may change a
+ticket lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from gateway import bounces, keys, language, models, thread
+from gateway.classify import Verdict, is_automated_address
+from gateway.config import Config, Mailbox
+from gateway.db import utcnow
+from gateway.events import record
+from gateway.notify import Notifier
+from gateway.parse import Address, ParsedMessage
+from gateway.quotes import strip_reply
+
+REOPENING = ("waiting_on_customer", "resolved", "closed")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying a message did, for the log line and the caller."""
+
+    action: str  # created | followed_up | auto_added | ignored
+    ticket_number: int | None = None
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """Everything the ticket step needs to know about one inbound message."""
+
+    inbound: models.Inbound
+    parsed: ParsedMessage
+    verdict: Verdict
+    mailbox: Mailbox
+    config: Config
+    notifier: Notifier
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        return self.config.own_addresses()
+
+    @property
+    def sender(self) -> Address:
+        """The author: the From header, else the envelope sender."""
+        if self.parsed.from_addr is not None:
+            return self.parsed.from_addr
+        return Address("", self.inbound.mail_from.lower())
+
+    def details(self) -> list[str]:
+        """The +details of the envelope recipients (reply keys, bounce tokens)."""
+        routed = (self.config.route(r) for r in json.loads(self.inbound.rcpt_to))
+        return [r[1] for r in routed if r is not None and r[1]]
+
+
+def apply(incoming: Incoming) -> Outcome:
+    """Turn one processed message into ticket state.
+
+    Threading order (DESIGN.md): the VERP bounce address, the reply key in
+    the recipient address, then In-Reply-To/References and the subject tag.
+    """
+    details = incoming.details()
+    bounced = bounces.outbox_row(details)
+    if bounced is not None:
+        return _apply_bounce(incoming, bounced)
+    key = next(filter(None, (keys.lookup(d) for d in details)), None)
+    if (
+        key is not None
+        and key.ticket is not None
+        and key.ticket.mailbox == incoming.mailbox.address
+    ):
+        return _apply_key(incoming, key, key.ticket)
+    parsed, verdict = incoming.parsed, incoming.verdict
+    ids = thread.header_ids(
+        parsed.in_reply_to,
+        parsed.references,
+        verdict.original_message_ids if verdict.bounce else (),
+    )
+    candidates = thread.candidates(incoming.mailbox, parsed.subject, ids)
+    sender = incoming.sender.email
+    joined = next((c for c in candidates if thread.is_participant(c.ticket, sender)), None)
+    if verdict.auto:
+        return _apply_auto(incoming, joined, candidates)
+    if joined is not None:
+        return _follow_up(incoming, joined)
+    # A stranger pointing at someone else's ticket gets a ticket of their own
+    # but no acknowledgement: an autoresponder that rotates its address and
+    # replies to our mail would otherwise ping-pong with us forever.
+    ticket = _create(incoming, auto=False, acknowledge=not candidates)
+    for refused in candidates:
+        _refuse(incoming, refused, ticket)
+    return Outcome("created", ticket.number)
+
+
+def _apply_key(incoming: Incoming, key: models.ReplyKey, ticket: models.Ticket) -> Outcome:
+    """Mail to support+KEY@: joins the key's ticket only when From is the key's owner."""
+    sender = incoming.sender.email.lower()
+    candidate = thread.Candidate(ticket, "reply-key")
+    if sender == key.email:
+        if incoming.verdict.auto:
+            return _apply_auto(incoming, candidate, [candidate])
+        return _follow_up(incoming, candidate)
+    if incoming.verdict.auto:
+        record(
+            ticket,
+            "thread_refused",
+            actor=sender,
+            inbound=incoming.inbound,
+            via="reply-key",
+            why=_key_mismatch(sender, ticket),
+            auto=True,
+        )
+        return Outcome("ignored")
+    new = _create(incoming, auto=False, acknowledge=False)
+    _refuse(incoming, candidate, new, why=_key_mismatch(sender, ticket))
+    return Outcome("created", new.number)
+
+
+def _key_mismatch(sender: str, ticket: models.Ticket) -> str:
+    return (
+        f"{sender or 'the sender'} wrote to a reply key of ticket #{ticket.number} "
+        "that belongs to someone else"
+    )
+
+
+def _apply_bounce(incoming: Incoming, row: models.Outbox) -> Outcome:
+    """A report about mail we sent: noted on its ticket; permanent failures suppress."""
+    code = bounces.status(incoming.parsed)
+    permanent = code.startswith("5")
+    if permanent:
+        bounces.suppress(
+            row.recipient,
+            f"{code} bounce of {row.event} mail",
+            incoming.config.gateway.bounce_suppression,
+        )
+    if row.ticket is None:
+        record(
+            None,
+            "delivery_failed",
+            inbound=incoming.inbound,
+            recipient=row.recipient,
+            status=code,
+            outbox=row.id,
+        )
+        return Outcome("ignored")
+    _add_message(incoming, row.ticket, text=incoming.parsed.text, visibility="internal", auto=True)
+    record(
+        row.ticket,
+        "delivery_failed",
+        actor=incoming.sender.email,
+        inbound=incoming.inbound,
+        recipient=row.recipient,
+        status=code,
+        permanent=permanent,
+        outbox=row.id,
+    )
+    return Outcome("auto_added", row.ticket.number)
+
+
+def set_status(
+    ticket: models.Ticket,
+    status: str,
+    *,
+    actor: str,
+    inbound: models.Inbound | None = None,
+    why: str = "",
+) -> None:
+    """Change the status, recording the transition (no-op when unchanged)."""
+    if ticket.status == status:
+        return
+    old, ticket.status, ticket.updated_at = ticket.status, status, utcnow()
+    ticket.save()
+    record(ticket, "status_changed", actor=actor, inbound=inbound, old=old, new=status, why=why)
+
+
+def _apply_auto(
+    incoming: Incoming, joined: thread.Candidate | None, candidates: list[thread.Candidate]
+) -> Outcome:
+    """Machine mail: recorded, never reopens, never opens a ticket from a bounce.
+
+    A bounce may name a ticket without its sender (mailer-daemon) being a
+    participant; it is then kept as an internal note of the delivery failure.
+    """
+    verdict = incoming.verdict
+    target = joined or (candidates[0] if verdict.bounce and candidates else None)
+    if target is not None:
+        visibility = "public" if joined is not None else "internal"
+        _add_message(incoming, target.ticket, text=incoming.parsed.text, visibility=visibility)
+        record(
+            target.ticket,
+            "bounce_received" if verdict.bounce else "auto_message_added",
+            actor=incoming.sender.email,
+            inbound=incoming.inbound,
+            via=target.via,
+            reasons=list(verdict.reasons),
+        )
+        return Outcome("auto_added", target.ticket.number)
+    sender = incoming.sender.email
+    if verdict.bounce or sender in incoming.own_addresses or is_automated_address(sender):
+        record(
+            None,
+            "auto_message_ignored",
+            actor=sender,
+            inbound=incoming.inbound,
+            reasons=list(verdict.reasons),
+        )
+        return Outcome("ignored")
+    ticket = _create(incoming, auto=True)
+    return Outcome("created", ticket.number)
+
+
+def _follow_up(incoming: Incoming, joined: thread.Candidate) -> Outcome:
+    """A participant's reply: added with quotes stripped; reopens a finished ticket."""
+    ticket = joined.ticket
+    message = _add_message(incoming, ticket, text=strip_reply(incoming.parsed.text))
+    _add_participants(ticket, _copied(incoming))
+    record(
+        ticket,
+        "message_added",
+        actor=incoming.sender.email,
+        inbound=incoming.inbound,
+        via=joined.via,
+        message=message.id,
+    )
+    if ticket.status in REOPENING:
+        set_status(
+            ticket,
+            "open",
+            actor=incoming.sender.email,
+            inbound=incoming.inbound,
+            why="customer replied",
+        )
+    else:
+        ticket.updated_at = utcnow()
+        ticket.save()
+    return Outcome("followed_up", ticket.number)
+
+
+def _create(incoming: Incoming, *, auto: bool, acknowledge: bool = True) -> models.Ticket:
+    """A new ticket with the message as its first, whole, message.
+
+    The requester is acknowledged unless the message was automatic (never
+    answer a machine) or ``acknowledge`` is False.
+    """
+    mailbox, parsed, sender = incoming.mailbox, incoming.parsed, incoming.sender
+    now = utcnow()
+    ticket = models.Ticket.create(
+        number=next_ticket_number(),
+        mailbox=mailbox.address,
+        subject=thread.strip_tags(mailbox, parsed.subject),
+        requester_email=sender.email.lower(),
+        requester_name=sender.name,
+        category=mailbox.category,
+        language=language.detect(
+            parsed.subject,
+            parsed.text,
+            parsed.content_language,
+            mailbox.language,
+            incoming.notifier.languages(),
+        ),
+        created_at=now,
+        updated_at=now,
+    )
+    _add_participants(ticket, [sender, *_copied(incoming)])
+    message = _add_message(incoming, ticket, text=parsed.text, auto=auto)
+    record(
+        ticket,
+        "ticket_created",
+        actor=sender.email,
+        inbound=incoming.inbound,
+        message=message.id,
+        auto=auto,
+    )
+    if acknowledge and not auto and sender.email:
+        incoming.notifier.acknowledge(ticket, parsed.message_id, parsed.references)
+    return ticket
+
+
+def _refuse(
+    incoming: Incoming, refused: thread.Candidate, ticket: models.Ticket, why: str = ""
+) -> None:
+    """Record, on both tickets, that a non-participant pointed at a ticket."""
+    sender = incoming.sender.email
+    why = why or f"{sender or 'the sender'} is not a participant of ticket #{refused.ticket.number}"
+    record(
+        ticket,
+        "thread_refused",
+        actor=sender,
+        inbound=incoming.inbound,
+        refused_ticket=refused.ticket.number,
+        via=refused.via,
+        why=why,
+    )
+    record(
+        refused.ticket,
+        "thread_refused",
+        actor=sender,
+        inbound=incoming.inbound,
+        new_ticket=ticket.number,
+        via=refused.via,
+        why=why,
+    )
+
+
+def next_ticket_number() -> int:
+    """The next ticket number. The UPDATE locks the counter row until commit,
+    so instances sharing one PostgreSQL never hand out the same number."""
+    models.Counter.update(value=models.Counter.value + 1).where(
+        models.Counter.name == "ticket"
+    ).execute()
+    return int(models.Counter.get_by_id("ticket").value)
+
+
+def _copied(incoming: Incoming) -> list[Address]:
+    """People the author put on To/Cc besides us: they may follow up too."""
+    own = incoming.own_addresses
+    return [
+        a
+        for a in (*incoming.parsed.to, *incoming.parsed.cc)
+        if a.email and a.email not in own and not _is_own_subaddress(a.email, own)
+    ]
+
+
+def _is_own_subaddress(email: str, own: frozenset[str]) -> bool:
+    local, _, domain = email.rpartition("@")
+    return f"{local.partition('+')[0]}@{domain}" in own
+
+
+def _add_participants(ticket: models.Ticket, people: list[Address]) -> None:
+    """Add each address once; the first name we saw for it stays."""
+    now = utcnow()
+    for person in thread.unique((p for p in people if p.email), key=lambda p: p.email.lower()):
+        email = person.email.lower()
+        if thread.is_participant(ticket, email):
+            continue
+        models.Participant.insert(
+            ticket=ticket, email=email, name=person.name, role="customer", created_at=now
+        ).on_conflict_ignore().execute()
+        if email != ticket.requester_email:
+            record(ticket, "participant_added", email=email)
+
+
+def _add_message(
+    incoming: Incoming,
+    ticket: models.Ticket,
+    *,
+    text: str,
+    visibility: str = "public",
+    auto: bool | None = None,
+) -> models.Message:
+    """Store the message and its attachments on ``ticket``."""
+    parsed, sender = incoming.parsed, incoming.sender
+    message = models.Message.create(
+        ticket=ticket,
+        inbound=incoming.inbound,
+        message_id=parsed.message_id,
+        direction="inbound",
+        author_email=sender.email,
+        author_name=sender.name,
+        author_role="customer",
+        visibility=visibility,
+        auto=incoming.verdict.auto if auto is None else auto,
+        subject=parsed.subject,
+        text=text,
+        full_text=parsed.text,
+        html=parsed.html,
+        created_at=utcnow(),
+    )
+    for attachment in parsed.attachments:
+        _store_attachment(
+            message,
+            attachment.filename,
+            attachment.content_type,
+            attachment.data,
+            attachment.content_id,
+            attachment.inline,
+        )
+    return message
+
+
+def _store_attachment(
+    message: models.Message,
+    filename: str,
+    content_type: str,
+    data: bytes,
+    content_id: str | None,
+    inline: bool,
+) -> None:
+    """Store the bytes once per hash and link them to the message."""
+    sha = hashlib.sha256(data).hexdigest()
+    models.Blob.insert(sha256=sha, size=len(data), data=data).on_conflict_ignore().execute()
+    blob = models.Blob.get(models.Blob.sha256 == sha)
+    models.Attachment.create(
+        message=message,
+        blob=blob,
+        filename=filename,
+        content_type=content_type,
+        size=len(data),
+        sha256=sha,
+        content_id=content_id,
+        inline=inline,
+    )
