@@ -38,6 +38,18 @@ def outbox_row(details: Iterable[str]) -> models.Outbox | None:
     return None
 
 
+def outbox_row_by_message_id(message_ids: Iterable[str]) -> models.Outbox | None:
+    """The outbox row whose Message-ID a bounce quotes, for MTAs that ignore VERP
+    and write to the From address instead."""
+    ids = [i for i in message_ids if i]
+    if not ids:
+        return None
+    found: models.Outbox | None = (
+        models.Outbox.select().where(models.Outbox.message_id.in_(ids)).first()
+    )
+    return found
+
+
 def status(parsed: ParsedMessage) -> str:
     """The RFC 3463 status of a report ("5.1.1"), or "" when none is found."""
     for attachment in parsed.attachments:

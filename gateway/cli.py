@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -44,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (``| head``): not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -357,27 +362,29 @@ def _cell(text: str, max_width: int) -> str:
     return text if len(text) <= max_width else text[: max_width - 1] + "…"
 
 
+def _person(who: dict[str, str]) -> str:
+    """``Name <address>``, or the address alone when there is no name."""
+    return f"{who['name']} <{who['email']}>" if who["name"] else who["email"]
+
+
 def _ticket_text(ticket: dict[str, Any]) -> str:
     """A ticket for a person reading a terminal."""
-    requester = ticket["requester"]
     lines = [
-        f"#{ticket['number']}  {ticket['subject']}",
+        f"#{ticket['number']}  {ticket['subject'] or '(no subject)'}",
         f"status {ticket['status']}, priority {ticket['priority']}, "
         f"category {ticket['category']}, language {ticket['language']}",
-        f"mailbox {ticket['mailbox']}; requester {requester['name']} <{requester['email']}>",
+        f"mailbox {ticket['mailbox']}; requester {_person(ticket['requester'])}",
         f"created {_short_time(ticket['created_at'])}, updated {_short_time(ticket['updated_at'])}",
     ]
     for number, message in enumerate(ticket["messages"], 1):
-        author = message["author"]
         flags = [
             message["direction"],
             message["visibility"],
             *(["auto"] if message["auto"] else []),
         ]
-        who = f"{author['name']} <{author['email']}>" if author["name"] else author["email"]
         lines += [
             "",
-            f"--- message {number}: {who} ({author['role']}) "
+            f"--- message {number}: {_person(message['author'])} ({message['author']['role']}) "
             f"{_short_time(message['created_at'])} [{', '.join(flags)}]",
             message["text"].rstrip(),
         ]

@@ -41,13 +41,18 @@ class Gateway:
         self.processor: Processor | None = None
         self.outbox: OutboxWorker | None = None
         self.servers: dict[str, asyncio.Server] = {}
+        self.handlers: dict[str, listener.Handler] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Open the database, resume unfinished work, and bind every listener."""
         cfg = self.config.gateway
-        database = open_database(
-            cfg.database, self.config.base_dir, ticket_number_start=cfg.ticket_number_start
+        # Even at start, database work stays off the event loop's thread.
+        database = await asyncio.to_thread(
+            open_database,
+            cfg.database,
+            self.config.base_dir,
+            ticket_number_start=cfg.ticket_number_start,
         )
         log.info("database %s", redact(cfg.database))
         self.store = Store(database)
@@ -91,6 +96,7 @@ class Gateway:
             _remove_stale_socket(Path(where.unix_path))
         assert self.processor is not None
         handler = listener.Handler(self.config, intake, self.processor, protocol)
+        self.handlers[protocol] = handler
         self.servers[protocol] = await listener.start(self.config, handler, where)
         log.info("listening for %s on %s", protocol.upper(), self.bound(protocol))
 
@@ -103,6 +109,7 @@ class Gateway:
         """Stop accepting, let sessions in flight finish, drain the processor."""
         for server in self.servers.values():
             server.close()
+        await asyncio.gather(*(h.drain(SHUTDOWN_GRACE) for h in self.handlers.values()))
         for server in self.servers.values():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)

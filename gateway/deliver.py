@@ -288,6 +288,9 @@ class SmtpTransport:
                 result = await self._transaction(client, envelope_from, recipient, message)
         finally:
             client.close()
+            # The transport closes its socket in a loop callback: let it run now,
+            # so no socket outlives the session (or a loop that ends after us).
+            await asyncio.sleep(0)
         log.debug(
             "%s: <%s> -> <%s>: %s %s",
             self._peer(),

@@ -40,7 +40,33 @@ _REWRITES = {
 _AFTER_DATA = {TOO_BIG, "500 Line too long (see RFC5321 4.5.3.1.6)"}
 
 
-class GatewaySMTP(SMTP):
+SHUTTING_DOWN = b"421 4.3.2 Service shutting down, please try again later\r\n"
+
+
+class _Tracked(SMTP):
+    """Registers each session with its handler, so shutdown can find them all."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.event_handler.sessions.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.event_handler.sessions.discard(self)
+        super().connection_lost(error)
+
+    @property
+    def in_transaction(self) -> bool:
+        """Between MAIL and the reply to the final dot: mail is in flight."""
+        return self.envelope is not None and self.envelope.mail_from is not None
+
+    def hang_up(self) -> None:
+        """Say 421 and close (RFC 5321 3.8: the server is going away)."""
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.write(SHUTTING_DOWN)
+            self.transport.close()
+
+
+class GatewaySMTP(_Tracked):
     """aiosmtpd's SMTP with enhanced status codes on its built-in replies."""
 
     async def push(self, status: Any) -> None:
@@ -49,7 +75,7 @@ class GatewaySMTP(SMTP):
         await super().push(status)
 
 
-class GatewayLMTP(LMTP):
+class GatewayLMTP(LMTP, _Tracked):
     """aiosmtpd's LMTP, answering per recipient where aiosmtpd answers once."""
 
     async def push(self, status: Any) -> None:
@@ -68,6 +94,19 @@ class Handler:
         self.intake = intake
         self.processor = processor
         self.protocol = protocol
+        self.sessions: set[_Tracked] = set()
+
+    async def drain(self, grace: float) -> None:
+        """Close idle sessions at once; give those with mail in flight ``grace`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.sessions and loop.time() < deadline:
+            for session in [s for s in self.sessions if not s.in_transaction]:
+                session.hang_up()
+            await asyncio.sleep(0.02)
+        for session in list(self.sessions):
+            log.warning("closing a session still in a transaction after %.0fs", grace)
+            session.hang_up()
 
     async def handle_RCPT(
         self,

@@ -71,6 +71,8 @@ def apply(incoming: Incoming) -> Outcome:
     """
     details = incoming.details()
     bounced = bounces.outbox_row(details)
+    if bounced is None and incoming.verdict.bounce:
+        bounced = bounces.outbox_row_by_message_id(incoming.verdict.original_message_ids)
     if bounced is not None:
         return _apply_bounce(incoming, bounced)
     key = next(filter(None, (keys.lookup(d) for d in details)), None)

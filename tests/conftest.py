@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import GatewayThread, write_config
+from tests.smtp_sink import smtp_server  # noqa: F401 - a fixture, shared by the SMTP tests
 
 POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 CI = os.environ.get("CI") == "true"

@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import re
 import socket
 import ssl
 import subprocess
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import dkim as dkimpy
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from gateway import dkim as gateway_dkim
 from gateway.deliver import DeliveryResult, Transport, transport_from_url
+from tests.smtp_sink import ServerFactory, free_port
 
 MESSAGE = (
     b"From: Example Support <support@example.com>\r\n"
@@ -40,74 +37,6 @@ MESSAGE = (
 PASSWORD = "s3cret with spaces"
 
 
-@dataclasses.dataclass
-class Received:
-    """One message as the server saw it."""
-
-    mail_from: str
-    rcpt_tos: list[str]
-    content: bytes
-    tls: bool
-    login: bytes | None
-    mail_options: list[str]
-
-
-class Sink:
-    """An aiosmtpd handler that records what arrives and answers as told."""
-
-    def __init__(self) -> None:
-        self.replies: dict[str, str] = {}  # "MAIL" / "RCPT" / "DATA" -> reply
-        self.received: list[Received] = []
-        self.mail_commands: list[str] = []
-        self.open_sessions: set[SMTP] = set()
-
-    async def handle_MAIL(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        mail_options: list[str],
-    ) -> str:
-        self.mail_commands.append(address)
-        if "MAIL" in self.replies:
-            return self.replies["MAIL"]
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        return "250 OK"
-
-    async def handle_RCPT(
-        self,
-        server: SMTP,
-        session: Session,
-        envelope: Envelope,
-        address: str,
-        rcpt_options: list[str],
-    ) -> str:
-        if "RCPT" in self.replies:
-            return self.replies["RCPT"]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if "DATA" in self.replies:
-            return self.replies["DATA"]
-        login = session.auth_data.login if session.authenticated else None
-        content = envelope.original_content
-        assert isinstance(content, bytes) and envelope.mail_from is not None
-        self.received.append(
-            Received(
-                envelope.mail_from,
-                list(envelope.rcpt_tos),
-                content,
-                session.ssl is not None,
-                login,
-                list(envelope.mail_options),
-            )
-        )
-        return "250 2.0.0 Ok: queued as 4XyZ"
-
-
 def authenticator(
     server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
 ) -> AuthResult:
@@ -117,13 +46,6 @@ def authenticator(
     return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
 
-def free_port() -> int:
-    """A port nothing listens on (yet)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def deliver(
     transport: Transport,
     recipient: str = "lan@example.vn",
@@ -131,7 +53,15 @@ def deliver(
     sender: str = "bounces@gw.test",
 ) -> DeliveryResult:
     """One send, on its own event loop, as the outbox worker would await it."""
-    return asyncio.run(transport.send(sender, recipient, message))
+
+    async def send() -> DeliveryResult:
+        result = await transport.send(sender, recipient, message)
+        # A TLS transport needs a few more loop turns to close its socket; the
+        # worker's loop lives on, this one ends here: give it those turns.
+        await asyncio.sleep(0.05)
+        return result
+
+    return asyncio.run(send())
 
 
 @pytest.fixture(scope="session")
@@ -170,49 +100,6 @@ def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(*certificate)
     return context
-
-
-class TrackedSMTP(SMTP):
-    """aiosmtpd's server, noting its open connections so that teardown can wait for them."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.event_handler.open_sessions.add(self)
-
-    def connection_lost(self, error: Exception | None) -> None:
-        super().connection_lost(error)
-        self.event_handler.open_sessions.discard(self)
-
-
-class SinkController(Controller):
-    def factory(self) -> SMTP:
-        return TrackedSMTP(self.handler, **self.SMTP_kwargs)
-
-
-ServerFactory = Callable[..., tuple[Sink, int]]
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[ServerFactory]:
-    """Start aiosmtpd servers on 127.0.0.1 (keyword arguments go to aiosmtpd); stop them after."""
-    controllers: list[Controller] = []
-
-    def start(port: int | None = None, **smtp_options: Any) -> tuple[Sink, int]:
-        sink = Sink()
-        port = port or free_port()
-        controller = SinkController(sink, hostname="127.0.0.1", port=port, **smtp_options)
-        controller.start()
-        controllers.append(controller)
-        return sink, port
-
-    yield start
-    for controller in controllers:
-        # The client has hung up, but the server thread may not have noticed yet;
-        # stopping it now would leave that socket unclosed (a ResourceWarning).
-        deadline = time.monotonic() + 5
-        while controller.handler.open_sessions and time.monotonic() < deadline:
-            time.sleep(0.01)
-        controller.stop()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import smtplib
 import socket
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -275,3 +276,14 @@ def test_quarantined_message_keeps_its_250(gateway: GatewayThread) -> None:
         assert row.status == "quarantined"
         assert "parts" in (row.reason or "")
     assert gateway.tickets() == []
+
+
+def test_stopping_says_421_to_idle_sessions(config_path: Path) -> None:
+    with GatewayThread(config_path) as gateway:
+        client = gateway.smtp()
+        client.ehlo("client.example.org")
+        gateway.call(gateway.gateway.stop())
+        code, reply = client.noop()
+        client.close()
+    assert code == 421
+    assert reply.startswith(b"4.3.2")
