@@ -14,11 +14,13 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway import __version__, config, outbox, preview, queries
+from gateway import __version__, agents, config, outbox, preview, queries
+from gateway.daemon import load_secret, serve
 from gateway.db import open_database
 from gateway.errors import ConfigError, GatewayError
 from gateway.notify import Notifier
@@ -102,6 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     retry = _command(sub, "retry", cmd_quarantine_retry, "process a quarantined message again")
     retry.add_argument("id", metavar="ID", help="the id or queue id from 'quarantine list'")
 
+    _command(
+        commands, "reload", cmd_reload, "make the running daemon re-read its configuration (SIGHUP)"
+    )
+
+    team = commands.add_parser("agents", help="the agents of each mailbox")
+    sub = team.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
+    _command(sub, "list", cmd_agents_list, "every agent, as last configured", json_flag=True)
+    for name, func, text in (
+        ("address", cmd_agents_address, "an agent's personal address (#on-behalf tickets)"),
+        ("revoke-address", cmd_agents_revoke, "invalidate an agent's personal address"),
+    ):
+        action = _command(sub, name, func, text)
+        action.add_argument("email", metavar="EMAIL", help="the agent's address")
+        action.add_argument(
+            "--mailbox", metavar="ADDR", help="the mailbox (default: the first one the agent is on)"
+        )
+
     queue = commands.add_parser("outbox", help="outbound mail and its delivery")
     sub = queue.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
     lister = _command(sub, "list", cmd_outbox_list, "outbound mail, newest first", json_flag=True)
@@ -182,7 +201,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         level=cfg.gateway.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     log.info("ticket-gateway %s starting with %s", __version__, cfg.path)
-    from gateway.daemon import serve
 
     asyncio.run(serve(cfg))
     return EXIT_OK
@@ -273,12 +291,82 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     if row is None or not release(row.id, database.obj):
         print(f"ticket-gateway: {args.id} is not in the quarantine", file=sys.stderr)
         return EXIT_ERROR
-    notifier = Notifier(cfg, Renderer(cfg.gateway.templates_dir))
+    notifier = Notifier(cfg, Renderer(cfg.gateway.templates_dir), load_secret(cfg))
     result = process_inbound(row.id, cfg, database.obj, notifier)
     if result.status == "quarantined":
         print(f"{row.queue_id}: still failing: {result.reason}")
         return EXIT_ERROR
     print(f"{row.queue_id}: {result.status}: {result.action} ticket #{result.ticket_number or '-'}")
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)  # refuse to signal with a broken file
+    assert cfg.gateway.pid_file is not None
+    try:
+        pid = int(cfg.gateway.pid_file.read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        print(
+            f"ticket-gateway: no running daemon found through {cfg.gateway.pid_file}: {exc}",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    print(f"sent SIGHUP to {pid}; the daemon logs what changed")
+    return EXIT_OK
+
+
+def cmd_agents_list(args: argparse.Namespace) -> int:
+    _open(args)
+    rows = agents.roster()
+    if args.json:
+        return _print_json(rows)
+    print(
+        _table(
+            ["MAILBOX", "EMAIL", "NAME", "ROLE", "ACTIVE"],
+            [
+                [
+                    str(r["mailbox"]),
+                    str(r["email"]),
+                    str(r["name"]),
+                    str(r["role"]),
+                    "yes" if r["active"] else "no",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return EXIT_OK
+
+
+def _agent_mailbox(cfg: config.Config, args: argparse.Namespace) -> config.Mailbox:
+    candidates = [
+        m
+        for m in cfg.mailboxes
+        if m.agent(args.email) is not None
+        and (not args.mailbox or m.address == args.mailbox.lower())
+    ]
+    if not candidates:
+        raise GatewayError(
+            f"{args.email} is not an agent of {args.mailbox or 'any mailbox'} in {cfg.path}"
+        )
+    return candidates[0]
+
+
+def cmd_agents_address(args: argparse.Namespace) -> int:
+    cfg = _open(args)
+    agents.sync(cfg)
+    mailbox = _agent_mailbox(cfg, args)
+    print(agents.personal_address(load_secret(cfg), mailbox, args.email))
+    return EXIT_OK
+
+
+def cmd_agents_revoke(args: argparse.Namespace) -> int:
+    cfg = _open(args)
+    mailbox = _agent_mailbox(cfg, args)
+    agents.revoke_personal(mailbox.address, args.email)
+    fresh = agents.personal_address(load_secret(cfg), mailbox, args.email)
+    print(f"revoked; the new address is {fresh}")
     return EXIT_OK
 
 

@@ -81,8 +81,17 @@ class LoopLimits:
 
 
 @dataclass(frozen=True)
+class Agent:
+    """Someone who answers a mailbox's tickets from their own mail client."""
+
+    email: str
+    name: str
+    role: str = "agent"  # agent | admin
+
+
+@dataclass(frozen=True)
 class Mailbox:
-    """One support address and how its tickets look."""
+    """One support address, how its tickets look, and who answers them."""
 
     address: str
     name: str
@@ -90,6 +99,18 @@ class Mailbox:
     category: str = "general"
     tag: str = "[#{number}]"
     aliases: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    agents: tuple[Agent, ...] = ()
+    max_agents: int = 0  # 0: no limit
+    copy_agents: bool = True  # other agents get a copy of each agent's reply
+
+    def agent(self, email: str) -> Agent | None:
+        """The agent with this address, if any."""
+        return next((a for a in self.agents if a.email == email.lower()), None)
+
+    @property
+    def admins(self) -> tuple[Agent, ...]:
+        return tuple(a for a in self.agents if a.role == "admin")
 
     @property
     def addresses(self) -> tuple[str, ...]:
@@ -123,6 +144,9 @@ class GatewaySettings:
     dkim_key_file: Path | None = None
     dkim_selector: str = ""
     dkim_domain: str = ""
+    trusted_authserv_id: str = ""
+    secret_file: Path | None = None
+    pid_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +322,9 @@ class _Reader:
                 "dkim_key_file",
                 "dkim_selector",
                 "dkim_domain",
+                "trusted_authserv_id",
+                "secret_file",
+                "pid_file",
             },
         )
         loops = LoopLimits(
@@ -362,6 +389,13 @@ class _Reader:
             dkim_key_file=dkim[0],
             dkim_selector=dkim[1],
             dkim_domain=dkim[2],
+            trusted_authserv_id=self.value(
+                data, p, "trusted_authserv_id", "", _optional(_hostname)
+            ),
+            secret_file=self.value(data, p, "secret_file", None, self.path)
+            or self.path("var/secret.key"),
+            pid_file=self.value(data, p, "pid_file", None, self.path)
+            or self.path("var/ticket-gateway.pid"),
         )
 
     def mailboxes(self, items: Any) -> tuple[Mailbox, ...]:
@@ -385,24 +419,82 @@ class _Reader:
                     )
                 seen[address] = prefix[:-1]
             result.append(mailbox)
+        own = {a for m in result for a in m.addresses}
+        for index, mailbox in enumerate(result):
+            for agent in mailbox.agents:
+                if agent.email in own:
+                    self.problem(
+                        f"mailbox[{index}].agent",
+                        f"{agent.email} is a mailbox "
+                        "address; an agent needs an address of their own",
+                    )
         return tuple(result)
 
     def mailbox(self, data: Mapping[str, Any], p: str) -> Mailbox | None:
-        self.unknown(data, p, {"address", "aliases", "name", "language", "category", "tag"})
+        self.unknown(
+            data,
+            p,
+            {
+                "address",
+                "aliases",
+                "name",
+                "language",
+                "category",
+                "tag",
+                "categories",
+                "agent",
+                "max_agents",
+                "copy_agents",
+            },
+        )
         if "address" not in data:
             self.problem(p + "address", "missing: every mailbox needs its support address")
             return None
         address = self.value(data, p, "address", None, _address)
         if address is None:
             return None
-        return Mailbox(
+        mailbox = Mailbox(
             address=address,
             aliases=self.value(data, p, "aliases", (), _address_list),
             name=self.value(data, p, "name", address, _text),
             language=self.value(data, p, "language", "en", _language),
             category=self.value(data, p, "category", "general", _text),
             tag=self.value(data, p, "tag", "[#{number}]", _tag),
+            categories=self.value(data, p, "categories", (), _name_list),
+            max_agents=self.value(data, p, "max_agents", 0, _count),
+            copy_agents=self.value(data, p, "copy_agents", True, _bool),
+            agents=self.agents(data.get("agent", []), p),
         )
+        if mailbox.max_agents and len(mailbox.agents) > mailbox.max_agents:
+            self.problem(
+                p + "agent", f"{len(mailbox.agents)} agents, over max_agents = {mailbox.max_agents}"
+            )
+        return mailbox
+
+    def agents(self, items: Any, prefix: str) -> tuple[Agent, ...]:
+        if not isinstance(items, list):
+            self.problem(prefix + "agent", "must be a list of tables ([[mailbox.agent]])")
+            return ()
+        found: dict[str, Agent] = {}
+        for index, item in enumerate(items):
+            p = f"{prefix}agent[{index}]."
+            if not isinstance(item, Mapping):
+                self.problem(p[:-1], "must be a table ([[mailbox.agent]])")
+                continue
+            self.unknown(item, p, {"email", "name", "role"})
+            email = self.value(item, p, "email", None, _agent_email)
+            if email is None:
+                if "email" not in item:
+                    self.problem(p + "email", "missing: every agent needs an address")
+                continue
+            if email in found:
+                self.problem(p + "email", f"{email} is listed twice")
+            found[email] = Agent(
+                email=email,
+                name=self.value(item, p, "name", email, _text),
+                role=self.value(item, p, "role", "agent", _role),
+            )
+        return tuple(found.values())
 
 
 def _text(value: Any) -> str:
@@ -524,6 +616,38 @@ def _url(value: Any) -> str:
     if text and not re.match(r"^https?://[^\s/]+", text):
         raise ValueError(f"{text!r} is not an http(s) URL such as https://support.example.com")
     return text
+
+
+def _agent_email(value: Any) -> str:
+    text = _text(value).lower()
+    if not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", text):
+        raise ValueError(f"{text!r} is not an address such as lan@example.com")
+    return text
+
+
+def _role(value: Any) -> str:
+    text = _text(value).lower()
+    if text not in {"agent", "admin"}:
+        raise ValueError(f'{text!r} is neither "agent" nor "admin"')
+    return text
+
+
+def _name_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TypeError(f"must be a list of names, not {value!r}")
+    return tuple(_text(v).lower() for v in value)
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"must be a whole number, 0 or more, not {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"must be true or false, not {value!r}")
+    return value
 
 
 def _log_level(value: Any) -> str:

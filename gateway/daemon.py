@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway import dkim, listener
+from gateway import agents, dkim, listener
+from gateway import config as config_module
 from gateway.config import Config, ListenAddress
 from gateway.db import Store, open_database, redact
 from gateway.deliver import transport_from_url
@@ -42,6 +44,7 @@ class Gateway:
         self.outbox: OutboxWorker | None = None
         self.servers: dict[str, asyncio.Server] = {}
         self.handlers: dict[str, listener.Handler] = {}
+        self.notifier: Notifier | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -57,8 +60,11 @@ class Gateway:
         log.info("database %s", redact(cfg.database))
         self.store = Store(database)
         self.outbox = self._outbox_worker(self.store)
-        notifier = Notifier(self.config, Renderer(cfg.templates_dir))
-        self.processor = Processor(self.store, self.config, notifier, on_processed=self.outbox.wake)
+        self.notifier = Notifier(self.config, Renderer(cfg.templates_dir), load_secret(self.config))
+        await self.store.run(agents.sync, self.config)
+        self.processor = Processor(
+            self.store, self.config, self.notifier, on_processed=self.outbox.wake
+        )
         self._tasks = [
             asyncio.create_task(self.processor.run(), name="processor"),
             asyncio.create_task(self.outbox.run(), name="outbox"),
@@ -85,6 +91,32 @@ class Gateway:
         if cfg.dkim_key_file is not None:
             signer = _dkim_signer(self.config)
         return OutboxWorker(store, self.config, transport, signer)
+
+    async def reload(self) -> bool:
+        """Re-read the configuration and apply it without dropping a connection.
+
+        A file with problems is refused, the reason logged, the old one kept.
+        Listener addresses and the database are fixed at start: changing them
+        needs a restart, and the log says so.
+        """
+        try:
+            new = await asyncio.to_thread(config_module.load, self.config.path)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused, keeping the running configuration: %s", problem)
+            return False
+        old = self.config.gateway
+        for key in ("database", "smtp_listen", "lmtp_listen", "outbound"):
+            if getattr(old, key) != getattr(new.gateway, key):
+                log.warning("reload: %s changed; it takes effect at the next restart", key)
+        self.config = new
+        for component in (self.processor, self.notifier, self.outbox, *self.handlers.values()):
+            if component is not None:
+                component.config = new
+        assert self.store is not None
+        changes = await self.store.run(agents.sync, new)
+        log.info("reloaded %s: %d roster change(s)", new.path, len(changes))
+        return True
 
     def bound(self, protocol: str) -> str:
         """Where a listener is bound, e.g. ``127.0.0.1:2525`` (port 0 resolved)."""
@@ -143,14 +175,31 @@ def _dkim_signer(config: Config) -> Callable[[bytes], bytes]:
     return sign
 
 
+def load_secret(config: Config) -> bytes:
+    """The gateway's secret (created on first start), or a clear configuration error."""
+    assert config.gateway.secret_file is not None
+    try:
+        return agents.load_secret(config.gateway.secret_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"{config.path}: gateway.secret_file: {exc}"]) from exc
+
+
 async def serve(config: Config) -> None:
-    """Run the gateway until SIGTERM or SIGINT."""
+    """Run the gateway until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
     gateway = Gateway(config)
+    pid_file = config.gateway.pid_file
     try:
         await gateway.start()
+        if pid_file is not None:
+            pid_file.parent.mkdir(parents=True, exist_ok=True)
+            pid_file.write_text(f"{os.getpid()}\n")
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(gateway.reload()))
         await _wait_for_stop()
     finally:
         await gateway.stop()
+        if pid_file is not None:
+            pid_file.unlink(missing_ok=True)
 
 
 def _remove_stale_socket(path: Path) -> None:

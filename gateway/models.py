@@ -13,6 +13,7 @@ Tables in the order of the flow:
     event         every state change, for an auditable history
     reply_key     hashed keys of support+KEY@ addresses: ticket and owner
     outbox        rendered outbound mail and its delivery state
+    agent         the roster as last configured, for its history
     suppression   recipients that bounced permanently, until when
     counter       named counters (ticket numbers), safe across instances
     schema_meta   the schema version
@@ -113,6 +114,7 @@ class Ticket(BaseModel):
     priority = pw.CharField(max_length=16, default="medium")
     category = pw.CharField(max_length=64, default="general")
     language = pw.CharField(max_length=16, default="en")
+    assignee = pw.CharField(max_length=320, null=True)  # an agent's address
     created_at = pw.DateTimeField(index=True)
     updated_at = pw.DateTimeField()
 
@@ -227,6 +229,27 @@ class Outbox(BaseModel):
     sent_at = pw.DateTimeField(null=True)
 
 
+class AgentRecord(BaseModel):
+    """An agent as last seen in the configuration, for the roster's history.
+
+    mailboxes.toml is the source of truth; this table lets a reload tell who
+    was added, removed or changed role, and holds the generation of the
+    agent's personal address (bumped to revoke it).
+    """
+
+    mailbox = pw.CharField(max_length=320)
+    email = pw.CharField(max_length=320)
+    name = pw.TextField(default="")
+    role = pw.CharField(max_length=16)
+    active = pw.BooleanField(default=True)
+    address_generation = pw.IntegerField(default=1)
+    updated_at = pw.DateTimeField()
+
+    class Meta:
+        table_name = "agent"
+        indexes: ClassVar = ((("mailbox", "email"), True),)
+
+
 class Suppression(BaseModel):
     """A recipient we do not write to until ``until`` (a permanent bounce)."""
 
@@ -249,5 +272,6 @@ MODELS: tuple[type[BaseModel], ...] = (
     Event,
     ReplyKey,
     Outbox,
+    AgentRecord,
     Suppression,
 )

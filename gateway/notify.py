@@ -21,8 +21,9 @@ from typing import Any
 import peewee as pw
 
 from gateway import keys, models, outbox
+from gateway.agents import personal_address
 from gateway.classify import is_automated_address
-from gateway.config import Config, Mailbox, Rate
+from gateway.config import Agent, Config, Mailbox, Rate
 from gateway.db import utcnow
 from gateway.events import record
 from gateway.queries import iso
@@ -43,16 +44,28 @@ class Recipient:
     name: str = ""
 
 
+@dataclass(frozen=True)
+class Attached:
+    """A file that goes along with a mail."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
 class Notifier:
     """Renders and queues the mail that events cause."""
 
-    def __init__(self, config: Config, renderer: Renderer) -> None:
+    def __init__(self, config: Config, renderer: Renderer, secret: bytes = b"") -> None:
         self.config = config
         self.renderer = renderer
+        self.secret = secret  # for agents' personal addresses in their notifications
 
     def languages(self) -> list[str]:
         """Languages we can write acknowledgements in."""
         return self.renderer.languages("ticket_created")
+
+    # --- to customers ---------------------------------------------------------
 
     def acknowledge(
         self, ticket: models.Ticket, message_id: str, references: Sequence[str]
@@ -67,12 +80,94 @@ class Notifier:
             auto_submitted="auto-replied",
         )
 
-    def send(
+    def agent_reply(
         self,
         ticket: models.Ticket,
+        agent: Agent,
+        text: str,
+        attachments: Sequence[Attached],
+        recipients: Sequence[Recipient],
+    ) -> None:
+        """An agent's answer, from the mailbox address under the agent's name.
+
+        Human mail, not automatic: no Auto-Submitted, no loop caps (an agent
+        answering a busy customer must not be throttled), but never to our own,
+        automated or suppressed addresses.
+        """
+        mailbox = self._mailbox(ticket)
+        in_reply_to, references = thread_of(ticket)
+        for recipient in recipients:
+            self.send(
+                ticket,
+                "agent_reply",
+                recipient,
+                from_name=f"{agent.name} ({mailbox.name})",
+                attachments=attachments,
+                in_reply_to=in_reply_to,
+                references=references,
+                auto_submitted=None,
+                auto=False,
+                agent={"name": agent.name, "email": ""},
+                message={"author_name": agent.name, "author_email": "", "text": text},
+                status=ticket.status,
+            )
+
+    # --- to agents ------------------------------------------------------------
+
+    def agents_new_ticket(self, ticket: models.Ticket, message: models.Message) -> None:
+        """ticket_created_for_agents to every agent of the mailbox."""
+        for agent in self._mailbox(ticket).agents:
+            self.to_agent(ticket, "ticket_created_for_agents", agent, message=message)
+
+    def agents_customer_reply(self, ticket: models.Ticket, message: models.Message) -> None:
+        """customer_reply to the assignee, or to every agent when nobody is assigned."""
+        mailbox = self._mailbox(ticket)
+        assignee = mailbox.agent(ticket.assignee) if ticket.assignee else None
+        for agent in [assignee] if assignee else mailbox.agents:
+            self.to_agent(ticket, "customer_reply", agent, message=message)
+
+    def to_agent(
+        self,
+        ticket: models.Ticket | None,
+        event: str,
+        to: Agent,
+        *,
+        mailbox: Mailbox | None = None,
+        message: models.Message | None = None,
+        **context: Any,
+    ) -> models.Outbox | None:
+        """An automatic mail to an agent, with a reply key bound to that agent."""
+        mailbox = mailbox or self._mailbox(ticket)
+        extra: dict[str, Any] = {
+            "personal_address": personal_address(self.secret, mailbox, to.email)
+            if self.secret
+            else None,
+        }
+        if message is not None:
+            extra["message"] = message_context(message)
+            extra["attachments"] = [a.filename for a in message.attachments]
+        return self.send(
+            ticket,
+            event,
+            Recipient(to.email, to.name),
+            mailbox=mailbox,
+            role="agent",
+            **extra,
+            **context,
+        )
+
+    # --- the one way out ------------------------------------------------------
+
+    def send(
+        self,
+        ticket: models.Ticket | None,
         event: str,
         recipient: Recipient,
         *,
+        mailbox: Mailbox | None = None,
+        role: str = "customer",
+        from_name: str | None = None,
+        attachments: Sequence[Attached] = (),
         in_reply_to: str = "",
         references: Sequence[str] = (),
         auto_submitted: str | None = "auto-generated",
@@ -80,20 +175,25 @@ class Notifier:
         **context: Any,
     ) -> models.Outbox | None:
         """Queue ``event`` for ``recipient``; None when a loop guard held it back."""
-        mailbox = self._mailbox(ticket)
+        mailbox = mailbox or self._mailbox(ticket)
+        if attachments:
+            context.setdefault("attachments", [item.filename for item in attachments])
         held = self.held_back(ticket, event, recipient.email, mailbox, auto=auto)
         if held:
-            log.warning("#%s %s to %s held back: %s", ticket.number, event, recipient.email, held)
+            log.warning("%s %s to %s held back: %s", _tag(ticket), event, recipient.email, held)
             record(ticket, "mail_held_back", event=event, recipient=recipient.email, why=held)
             return None
-        key = keys.new_key(ticket, recipient.email)
+        key = keys.new_key(ticket, recipient.email, role)
+        languages = (
+            [ticket.language, mailbox.language]
+            if ticket is not None and role == "customer"
+            else [mailbox.language]
+        )
         rendered = self.renderer.render(
-            event,
-            [ticket.language, mailbox.language],
-            self.context(ticket, mailbox, recipient, **context),
+            event, languages, self.context(ticket, mailbox, recipient, **context)
         )
         headers = Headers(
-            from_name=mailbox.name,
+            from_name=from_name or mailbox.name,
             from_address=mailbox.address,
             to_name=recipient.name,
             to_address=recipient.email,
@@ -105,6 +205,14 @@ class Notifier:
             message_id=make_msgid(domain=self.config.gateway.hostname),
         )
         message = compose(rendered, headers)
+        for item in attachments:
+            maintype, _, subtype = item.content_type.partition("/")
+            message.add_attachment(
+                item.data,
+                maintype=maintype or "application",
+                subtype=subtype or "octet-stream",
+                filename=item.filename,
+            )
         token = outbox.new_bounce_token()
         row = outbox.enqueue(
             ticket=ticket,
@@ -128,21 +236,13 @@ class Notifier:
         return row
 
     def context(
-        self, ticket: models.Ticket, mailbox: Mailbox, recipient: Recipient, **extra: Any
+        self, ticket: models.Ticket | None, mailbox: Mailbox, recipient: Recipient, **extra: Any
     ) -> dict[str, Any]:
-        """The variables every template may use (see templates/mail/README)."""
+        """The variables every template may use (see templates/mail/README.md)."""
         values: dict[str, Any] = {
             "mailbox": {"address": mailbox.address, "name": mailbox.name},
-            "ticket": {
-                "number": ticket.number,
-                "tag": mailbox.format_tag(ticket.number),
-                "subject": ticket.subject,
-                "status": ticket.status,
-                "priority": ticket.priority,
-                "category": ticket.category,
-                "created_at": iso(ticket.created_at),
-            },
-            "requester": {"name": ticket.requester_name, "email": ticket.requester_email},
+            "ticket": None,
+            "requester": {"name": "", "email": ""},
             "recipient": {"name": recipient.name, "email": recipient.email},
             "portal_url": None,
             "response_hours": RESPONSE_HOURS,
@@ -156,7 +256,24 @@ class Notifier:
             "rating_bad_url": None,
             "code": None,
             "code_minutes": None,
+            "applied": [],
+            "errors": [],
+            "intruder": None,
+            "note": "",
+            "attachments": [],
+            "personal_address": None,
         }
+        if ticket is not None:
+            values["ticket"] = {
+                "number": ticket.number,
+                "tag": mailbox.format_tag(ticket.number),
+                "subject": ticket.subject,
+                "status": ticket.status,
+                "priority": ticket.priority,
+                "category": ticket.category,
+                "created_at": iso(ticket.created_at),
+            }
+            values["requester"] = {"name": ticket.requester_name, "email": ticket.requester_email}
         values.update(extra)
         return values
 
@@ -200,11 +317,44 @@ class Notifier:
                 return f"cap reached: {rate.count} {what} per {_human(rate.seconds)}"
         return None
 
-    def _mailbox(self, ticket: models.Ticket) -> Mailbox:
+    def _mailbox(self, ticket: models.Ticket | None) -> Mailbox:
+        if ticket is None:
+            return self.config.mailboxes[0]
         mailbox = self.config.mailbox(ticket.mailbox)
         if mailbox is None:  # the ticket's mailbox was removed from the configuration
             return Mailbox(address=ticket.mailbox, name=ticket.mailbox)
         return mailbox
+
+
+def message_context(message: models.Message | None) -> dict[str, str] | None:
+    """A stored message as templates see it."""
+    if message is None:
+        return None
+    return {
+        "author_name": message.author_name or message.author_email,
+        "author_email": message.author_email,
+        "text": message.text,
+    }
+
+
+def thread_of(ticket: models.Ticket) -> tuple[str, list[str]]:
+    """In-Reply-To and References for a mail on ``ticket``: its latest customer
+    message, and the ticket's messages before it, so clients thread it."""
+    ids = [
+        m.message_id
+        for m in ticket.messages.order_by(models.Message.id)
+        if m.message_id and m.direction == "inbound"
+    ]
+    customer = [
+        m.message_id
+        for m in ticket.messages.order_by(models.Message.id.desc())
+        if m.message_id and m.author_role == "customer"
+    ]
+    return (customer[0] if customer else ""), ids
+
+
+def _tag(ticket: models.Ticket | None) -> str:
+    return f"#{ticket.number}" if ticket is not None else "-"
 
 
 def _count(where: Any, rate: Rate) -> int:

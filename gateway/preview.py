@@ -24,6 +24,12 @@ EVENTS = (
     "status_changed",
     "ticket_closed",
     "verification_code",
+    "agent_reply_copy",
+    "command_rejected",
+    "key_misuse",
+    "escalated",
+    "ticket_assigned",
+    "address_misuse",
 )
 
 _EXAMPLE_TEXT = "Hello,\n\nmy printer shows error E42 since this morning.\n\nThanks,\nLan"
@@ -80,10 +86,27 @@ def _example(mailbox: Mailbox) -> models.Ticket:
 
 def _extras(event: str) -> dict[str, object]:
     """Example values for the event-specific variables."""
-    extras: dict[str, object] = {"message": {"author_name": "Lan Nguyen", "text": _EXAMPLE_TEXT}}
-    if event == "agent_reply":
-        extras["agent"] = {"name": "Minh"}
-        extras["message"] = {"author_name": "Minh", "text": "Please restart the printer."}
+    extras: dict[str, object] = {
+        "message": {
+            "author_name": "Lan Nguyen",
+            "author_email": "lan@example.org",
+            "text": _EXAMPLE_TEXT,
+        },
+        "agent": {"name": "Minh", "email": "minh@example.com"},
+    }
+    if event in {"agent_reply", "agent_reply_copy"}:
+        extras["message"] = {
+            "author_name": "Minh",
+            "author_email": "",
+            "text": "Please restart the printer.",
+        }
+        extras["applied"] = ["priority → high"]
+    if event == "command_rejected":
+        extras["errors"] = ["#priorty high: unknown command"]
+    if event in {"key_misuse", "address_misuse"}:
+        extras["intruder"] = "someone@elsewhere.example"
+    if event == "escalated":
+        extras["note"] = "The customer asks for a refund."
     if event == "status_changed":
         extras.update(status="resolved", old_status="open")
     if event == "verification_code":

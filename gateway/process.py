@@ -66,7 +66,10 @@ def process_inbound(
             outcome = tickets.apply(
                 tickets.Incoming(claimed, parsed, verdict, mailbox, config, notifier)
             )
-            _finish(claimed, models.Inbound.PROCESSED, None)
+            if outcome.action == "held":  # kept for an operator's review, visibly
+                _finish(claimed, models.Inbound.QUARANTINED, outcome.reason)
+            else:
+                _finish(claimed, models.Inbound.PROCESSED, None)
     except pw.PeeweeException:
         raise
     except ProcessingError as exc:

@@ -31,8 +31,9 @@ REOPENING = ("waiting_on_customer", "resolved", "closed")
 class Outcome:
     """What applying a message did, for the log line and the caller."""
 
-    action: str  # created | followed_up | auto_added | ignored
+    action: str  # created | followed_up | auto_added | ignored | agent_* | held | rejected
     ticket_number: int | None = None
+    reason: str = ""  # why a message was held for review
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,21 @@ def apply(incoming: Incoming) -> Outcome:
         bounced = bounces.outbox_row_by_message_id(incoming.verdict.original_message_ids)
     if bounced is not None:
         return _apply_bounce(incoming, bounced)
+    # Imported here: agent_mail writes through this module's functions.
+    from gateway import agent_mail
+
     key = next(filter(None, (keys.lookup(d) for d in details)), None)
     if (
         key is not None
         and key.ticket is not None
         and key.ticket.mailbox == incoming.mailbox.address
     ):
+        if key.role == "agent":
+            return agent_mail.on_reply_key(incoming, key, key.ticket)
         return _apply_key(incoming, key, key.ticket)
+    personal = agent_mail.personal_owner(incoming, details)
+    if personal is not None:
+        return agent_mail.on_personal_address(incoming, personal)
     parsed, verdict = incoming.parsed, incoming.verdict
     ids = thread.header_ids(
         parsed.in_reply_to,
@@ -155,7 +164,7 @@ def _apply_bounce(incoming: Incoming, row: models.Outbox) -> Outcome:
             outbox=row.id,
         )
         return Outcome("ignored")
-    _add_message(incoming, row.ticket, text=incoming.parsed.text, visibility="internal", auto=True)
+    add_message(incoming, row.ticket, text=incoming.parsed.text, visibility="internal", auto=True)
     record(
         row.ticket,
         "delivery_failed",
@@ -197,7 +206,7 @@ def _apply_auto(
     target = joined or (candidates[0] if verdict.bounce and candidates else None)
     if target is not None:
         visibility = "public" if joined is not None else "internal"
-        _add_message(incoming, target.ticket, text=incoming.parsed.text, visibility=visibility)
+        add_message(incoming, target.ticket, text=incoming.parsed.text, visibility=visibility)
         record(
             target.ticket,
             "bounce_received" if verdict.bounce else "auto_message_added",
@@ -224,8 +233,8 @@ def _apply_auto(
 def _follow_up(incoming: Incoming, joined: thread.Candidate) -> Outcome:
     """A participant's reply: added with quotes stripped; reopens a finished ticket."""
     ticket = joined.ticket
-    message = _add_message(incoming, ticket, text=strip_reply(incoming.parsed.text))
-    _add_participants(ticket, _copied(incoming))
+    message = add_message(incoming, ticket, text=strip_reply(incoming.parsed.text))
+    add_participants(ticket, _copied(incoming))
     record(
         ticket,
         "message_added",
@@ -245,6 +254,7 @@ def _follow_up(incoming: Incoming, joined: thread.Candidate) -> Outcome:
     else:
         ticket.updated_at = utcnow()
         ticket.save()
+    incoming.notifier.agents_customer_reply(ticket, message)
     return Outcome("followed_up", ticket.number)
 
 
@@ -252,16 +262,38 @@ def _create(incoming: Incoming, *, auto: bool, acknowledge: bool = True) -> mode
     """A new ticket with the message as its first, whole, message.
 
     The requester is acknowledged unless the message was automatic (never
-    answer a machine) or ``acknowledge`` is False.
+    answer a machine) or ``acknowledge`` is False; the agents hear of every
+    ticket a person opened.
     """
-    mailbox, parsed, sender = incoming.mailbox, incoming.parsed, incoming.sender
+    parsed, sender = incoming.parsed, incoming.sender
+    ticket = open_ticket(incoming, sender)
+    add_participants(ticket, [sender, *_copied(incoming)])
+    message = add_message(incoming, ticket, text=parsed.text, auto=auto)
+    record(
+        ticket,
+        "ticket_created",
+        actor=sender.email,
+        inbound=incoming.inbound,
+        message=message.id,
+        auto=auto,
+    )
+    if not auto:
+        if acknowledge and sender.email:
+            incoming.notifier.acknowledge(ticket, parsed.message_id, parsed.references)
+        incoming.notifier.agents_new_ticket(ticket, message)
+    return ticket
+
+
+def open_ticket(incoming: Incoming, requester: Address) -> models.Ticket:
+    """Insert a ticket for ``requester`` in the message's mailbox, numbered and dated."""
+    mailbox, parsed = incoming.mailbox, incoming.parsed
     now = utcnow()
-    ticket = models.Ticket.create(
+    ticket: models.Ticket = models.Ticket.create(
         number=next_ticket_number(),
         mailbox=mailbox.address,
         subject=thread.strip_tags(mailbox, parsed.subject),
-        requester_email=sender.email.lower(),
-        requester_name=sender.name,
+        requester_email=requester.email.lower(),
+        requester_name=requester.name,
         category=mailbox.category,
         language=language.detect(
             parsed.subject,
@@ -273,19 +305,26 @@ def _create(incoming: Incoming, *, auto: bool, acknowledge: bool = True) -> mode
         created_at=now,
         updated_at=now,
     )
-    _add_participants(ticket, [sender, *_copied(incoming)])
-    message = _add_message(incoming, ticket, text=parsed.text, auto=auto)
-    record(
-        ticket,
-        "ticket_created",
-        actor=sender.email,
-        inbound=incoming.inbound,
-        message=message.id,
-        auto=auto,
-    )
-    if acknowledge and not auto and sender.email:
-        incoming.notifier.acknowledge(ticket, parsed.message_id, parsed.references)
     return ticket
+
+
+def set_field(
+    ticket: models.Ticket,
+    field: str,
+    value: str | None,
+    *,
+    actor: str,
+    inbound: models.Inbound | None = None,
+) -> None:
+    """Change priority, category or assignee, recording the change (no-op when unchanged)."""
+    assert field in {"priority", "category", "assignee"}
+    old = getattr(ticket, field)
+    if old == value:
+        return
+    setattr(ticket, field, value)
+    ticket.updated_at = utcnow()
+    ticket.save()
+    record(ticket, f"{field}_changed", actor=actor, inbound=inbound, old=old, new=value)
 
 
 def _refuse(
@@ -338,7 +377,7 @@ def _is_own_subaddress(email: str, own: frozenset[str]) -> bool:
     return f"{local.partition('+')[0]}@{domain}" in own
 
 
-def _add_participants(ticket: models.Ticket, people: list[Address]) -> None:
+def add_participants(ticket: models.Ticket, people: list[Address]) -> None:
     """Add each address once; the first name we saw for it stays."""
     now = utcnow()
     for person in thread.unique((p for p in people if p.email), key=lambda p: p.email.lower()):
@@ -352,13 +391,15 @@ def _add_participants(ticket: models.Ticket, people: list[Address]) -> None:
             record(ticket, "participant_added", email=email)
 
 
-def _add_message(
+def add_message(
     incoming: Incoming,
     ticket: models.Ticket,
     *,
     text: str,
     visibility: str = "public",
     auto: bool | None = None,
+    role: str = "customer",
+    author_name: str | None = None,
 ) -> models.Message:
     """Store the message and its attachments on ``ticket``."""
     parsed, sender = incoming.parsed, incoming.sender
@@ -366,10 +407,10 @@ def _add_message(
         ticket=ticket,
         inbound=incoming.inbound,
         message_id=parsed.message_id,
-        direction="inbound",
-        author_email=sender.email,
-        author_name=sender.name,
-        author_role="customer",
+        direction="outbound" if role == "agent" else "inbound",
+        author_email=sender.email.lower(),
+        author_name=sender.name if author_name is None else author_name,
+        author_role=role,
         visibility=visibility,
         auto=incoming.verdict.auto if auto is None else auto,
         subject=parsed.subject,

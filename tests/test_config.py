@@ -62,6 +62,12 @@ def test_sample_documents_every_key() -> None:
         "auto_mail_per_mailbox",
         "bounce_suppression",
         "dkim_key_file",
+        "trusted_authserv_id",
+        "secret_file",
+        "pid_file",
+        "categories",
+        "max_agents",
+        "copy_agents",
         "dkim_selector",
         "dkim_domain",
         "address",
@@ -72,6 +78,8 @@ def test_sample_documents_every_key() -> None:
         "tag",
     ):
         assert f"\n{key} = " in sample, key
+    for key in ("email", "name", "role"):  # [[mailbox.agent]], shown commented out
+        assert f"\n# {key} = " in sample, key
 
 
 def test_check_config_ok_exits_0() -> None:
@@ -152,6 +160,48 @@ def test_rates_and_durations() -> None:
     assert cfg.gateway.loops.ack_per_sender == config.Rate(1, 600)
     assert cfg.gateway.outbound == "maildir:var/outbox"
     assert cfg.gateway.templates_dir is None
+
+
+def test_agents(tmp_path: Path) -> None:
+    result = check(
+        tmp_path,
+        """
+[[mailbox]]
+address = "support@example.com"
+max_agents = 1
+
+[[mailbox.agent]]
+email = "lan@example.com"
+role = "boss"
+
+[[mailbox.agent]]
+email = "LAN@example.com"
+
+[[mailbox.agent]]
+email = "support@example.com"
+
+[[mailbox.agent]]
+name = "No address"
+""",
+    )
+    assert result.returncode == 2
+    text = result.stderr
+    assert 'mailbox[0].agent[0].role: \'boss\' is neither "agent" nor "admin"' in text
+    assert "mailbox[0].agent[1].email: lan@example.com is listed twice" in text
+    assert "mailbox[0].agent[3].email: missing" in text
+    assert "mailbox[0].agent: 2 agents, over max_agents = 1" in text
+    assert "support@example.com is a mailbox address" in text
+
+
+def test_agents_parsed(tmp_path: Path) -> None:
+    text = (ROOT / "mailboxes.toml").read_text()
+    text = text.replace("# [[mailbox.agent]]\n# email", "[[mailbox.agent]]\nemail")
+    text = text.replace('# name = "Lan"\n# role', 'name = "Lan"\nrole')
+    (tmp_path / "m.toml").write_text(text)
+    [mailbox] = config.load(tmp_path / "m.toml").mailboxes
+    assert mailbox.agents == (config.Agent("lan@example.com", "Lan", "admin"),)
+    assert mailbox.admins == mailbox.agents
+    assert mailbox.categories == ("general", "billing", "technical")
 
 
 def test_bad_tag_and_language(tmp_path: Path) -> None:

@@ -115,6 +115,10 @@ def test_rendered_mail_is_complete(notifier: Notifier, event: str, language: str
     if event == "verification_code":
         assert "123456" not in subject  # lock screens show subjects
         assert "123456" in text.get_content()
+    elif event == "command_rejected":
+        assert "#priorty high: unknown command" in text.get_content()
+    elif event == "address_misuse":  # about no ticket: someone wrote to a personal address
+        assert "someone@elsewhere.example" in text.get_content()
     else:
         assert subject.startswith("[#10023]")
         assert "Máy in lỗi E42" in subject
@@ -133,7 +137,7 @@ def test_customer_text_is_escaped_in_html(notifier: Notifier, language: str) -> 
         t,
         MAILBOX,
         Recipient("a@example.org"),
-        message={"author_name": "x", "text": "<img src=x onerror=alert(1)>"},
+        message={"author_name": "x", "author_email": "", "text": "<img src=x onerror=alert(1)>"},
     )
     rendered = notifier.renderer.render("customer_reply", [language], context)
     assert "<script>alert(1)</script>" not in rendered.html
