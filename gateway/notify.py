@@ -102,7 +102,7 @@ class Notifier:
                 "agent_reply",
                 recipient,
                 from_name=f"{agent.name} ({mailbox.name})",
-                attachments=attachments,
+                files=attachments,
                 in_reply_to=in_reply_to,
                 references=references,
                 auto_submitted=None,
@@ -167,7 +167,7 @@ class Notifier:
         mailbox: Mailbox | None = None,
         role: str = "customer",
         from_name: str | None = None,
-        attachments: Sequence[Attached] = (),
+        files: Sequence[Attached] = (),
         in_reply_to: str = "",
         references: Sequence[str] = (),
         auto_submitted: str | None = "auto-generated",
@@ -176,8 +176,8 @@ class Notifier:
     ) -> models.Outbox | None:
         """Queue ``event`` for ``recipient``; None when a loop guard held it back."""
         mailbox = mailbox or self._mailbox(ticket)
-        if attachments:
-            context.setdefault("attachments", [item.filename for item in attachments])
+        if files:
+            context.setdefault("attachments", [item.filename for item in files])
         held = self.held_back(ticket, event, recipient.email, mailbox, auto=auto)
         if held:
             log.warning("%s %s to %s held back: %s", _tag(ticket), event, recipient.email, held)
@@ -205,7 +205,7 @@ class Notifier:
             message_id=make_msgid(domain=self.config.gateway.hostname),
         )
         message = compose(rendered, headers)
-        for item in attachments:
+        for item in files:
             maintype, _, subtype = item.content_type.partition("/")
             message.add_attachment(
                 item.data,

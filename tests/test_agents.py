@@ -505,3 +505,20 @@ def test_sighup_through_the_cli(tmp_path: Path, database_url: str) -> None:
         _, err = daemon.communicate(timeout=30)
     assert daemon.returncode == 0
     assert "3 roster change(s)" in err
+
+
+def test_attachments_go_along_to_the_customer(team: GatewayThread) -> None:
+    open_ticket(team)
+    [note] = inbox(team, LAN)
+    answer = gmail_reply(note, "Hướng dẫn đính kèm.", LAN)
+    answer.add_attachment(
+        b"%PDF-1.4 guide", maintype="application", subtype="pdf", filename="hướng dẫn.pdf"
+    )
+    agent_sends(team, answer)
+    received = inbox(team, CUSTOMER)[-1]
+    [attached] = list(received.iter_attachments())
+    assert attached.get_filename() == "hướng dẫn.pdf"
+    assert attached.get_content() == b"%PDF-1.4 guide"
+    assert "1" in text_of(received)  # "1 attachment"
+    stored = ticket(team)["messages"][1]["attachments"]
+    assert [a["filename"] for a in stored] == ["hướng dẫn.pdf"]
