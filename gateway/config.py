@@ -139,6 +139,8 @@ class GatewaySettings:
     outbound_max_age: int = 5 * 86400
     templates_dir: Path | None = None
     portal_url: str = ""
+    portal_listen: ListenAddress | None = None
+    link_lifetime: int = 30 * 86400
     loops: LoopLimits = field(default_factory=LoopLimits)
     bounce_suppression: int = 7 * 86400
     dkim_key_file: Path | None = None
@@ -313,6 +315,8 @@ class _Reader:
                 "outbound_max_age",
                 "templates_dir",
                 "portal_url",
+                "portal_listen",
+                "link_lifetime",
                 "ack_limit",
                 "ack_daily_limit",
                 "auto_mail_per_recipient",
@@ -382,6 +386,8 @@ class _Reader:
             outbound_max_age=self.value(data, p, "outbound_max_age", d.outbound_max_age, _duration),
             templates_dir=self.value(data, p, "templates_dir", None, self.path),
             portal_url=self.value(data, p, "portal_url", "", _url),
+            portal_listen=self.value(data, p, "portal_listen", None, _listen),
+            link_lifetime=self.value(data, p, "link_lifetime", d.link_lifetime, _duration),
             loops=loops,
             bounce_suppression=self.value(
                 data, p, "bounce_suppression", d.bounce_suppression, _duration

@@ -17,6 +17,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from aiohttp import web
+
 from gateway import agents, dkim, listener
 from gateway import config as config_module
 from gateway.config import Config, ListenAddress
@@ -26,6 +28,7 @@ from gateway.errors import ConfigError
 from gateway.intake import Intake
 from gateway.notify import Notifier
 from gateway.outbox import OutboxWorker
+from gateway.portal.app import Portal
 from gateway.process import Processor
 from gateway.render import Renderer
 
@@ -46,6 +49,8 @@ class Gateway:
         self.handlers: dict[str, listener.Handler] = {}
         self.notifier: Notifier | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.portal: Portal | None = None
 
     async def start(self) -> None:
         """Open the database, resume unfinished work, and bind every listener."""
@@ -74,6 +79,8 @@ class Gateway:
         for protocol, where in (("smtp", cfg.smtp_listen), ("lmtp", cfg.lmtp_listen)):
             if where is not None:
                 await self._listen(intake, protocol, where)
+        if cfg.portal_listen is not None:
+            await self._serve_portal(intake, cfg.portal_listen)
         log.info(
             "ready: %d mailbox(es): %s",
             len(self.config.mailboxes),
@@ -110,7 +117,14 @@ class Gateway:
             if getattr(old, key) != getattr(new.gateway, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
         self.config = new
-        for component in (self.processor, self.notifier, self.outbox, *self.handlers.values()):
+        components = (
+            self.processor,
+            self.notifier,
+            self.outbox,
+            self.portal,
+            *self.handlers.values(),
+        )
+        for component in components:
             if component is not None:
                 component.config = new
         assert self.store is not None
@@ -132,6 +146,34 @@ class Gateway:
         self.servers[protocol] = await listener.start(self.config, handler, where)
         log.info("listening for %s on %s", protocol.upper(), self.bound(protocol))
 
+    async def _serve_portal(self, intake: Intake, where: ListenAddress) -> None:
+        """The guest portal, on this loop, at ``where``."""
+        assert self.store is not None and self.processor is not None
+        assert self.notifier is not None
+        assert self.outbox is not None
+        portal = Portal(
+            self.config,
+            self.store,
+            intake,
+            self.processor,
+            self.notifier,
+            self.notifier.secret,
+            on_queued=self.outbox.wake,
+        )
+        self.portal = portal
+        self._runner = web.AppRunner(portal.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, where.host, where.port)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self.servers["portal"] = server
+        log.info(
+            "portal on %s (links use %s)",
+            self.bound("portal"),
+            self.config.gateway.portal_url or "no portal_url: no links in mail",
+        )
+
     async def idle(self) -> None:
         """Wait until every message accepted so far is processed."""
         if self.processor is not None:
@@ -139,6 +181,9 @@ class Gateway:
 
     async def stop(self) -> None:
         """Stop accepting, let sessions in flight finish, drain the processor."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self.servers.pop("portal", None)
         for server in self.servers.values():
             server.close()
         await asyncio.gather(*(h.drain(SHUTDOWN_GRACE) for h in self.handlers.values()))

@@ -14,6 +14,7 @@ Tables in the order of the flow:
     reply_key     hashed keys of support+KEY@ addresses: ticket and owner
     outbox        rendered outbound mail and its delivery state
     agent         the roster as last configured, for its history
+    guest_*       the portal: links to tickets, browser sessions, one-time codes
     suppression   recipients that bounced permanently, until when
     counter       named counters (ticket numbers), safe across instances
     schema_meta   the schema version
@@ -250,6 +251,46 @@ class AgentRecord(BaseModel):
         indexes: ClassVar = ((("mailbox", "email"), True),)
 
 
+class GuestLink(BaseModel):
+    """A link to a ticket for one guest address; only the token's SHA-256 is stored."""
+
+    token_hash = pw.CharField(max_length=64, unique=True)
+    ticket = pw.ForeignKeyField(Ticket, backref="guest_links", on_delete="CASCADE")
+    email = pw.CharField(max_length=320)
+    created_at = pw.DateTimeField()
+    expires_at = pw.DateTimeField()
+    revoked_at = pw.DateTimeField(null=True)
+
+
+class GuestSession(BaseModel):
+    """A browser's session in the portal: pending until a code proves the address.
+
+    ``id_hash`` is the SHA-256 of the cookie; the CSRF token is per session.
+    """
+
+    id_hash = pw.CharField(max_length=64, unique=True)
+    csrf = pw.CharField(max_length=64)
+    email = pw.CharField(max_length=320, null=True)  # verified address
+    pending_email = pw.CharField(max_length=320, null=True)  # address a code goes to
+    pending_ticket = pw.ForeignKeyField(Ticket, null=True, on_delete="SET NULL")
+    pending_request = pw.BlobField(null=True)  # a new request's message, sent once verified
+    created_at = pw.DateTimeField()
+    last_seen_at = pw.DateTimeField()
+    verified_at = pw.DateTimeField(null=True)
+
+
+class GuestCode(BaseModel):
+    """A one-time code sent to a guest; only an HMAC of it is stored."""
+
+    session = pw.ForeignKeyField(GuestSession, backref="codes", on_delete="CASCADE")
+    email = pw.CharField(max_length=320, index=True)
+    code_hash = pw.CharField(max_length=64)
+    attempts = pw.IntegerField(default=0)
+    created_at = pw.DateTimeField(index=True)
+    expires_at = pw.DateTimeField()
+    used_at = pw.DateTimeField(null=True)
+
+
 class Suppression(BaseModel):
     """A recipient we do not write to until ``until`` (a permanent bounce)."""
 
@@ -273,5 +314,8 @@ MODELS: tuple[type[BaseModel], ...] = (
     ReplyKey,
     Outbox,
     AgentRecord,
+    GuestLink,
+    GuestSession,
+    GuestCode,
     Suppression,
 )

@@ -26,11 +26,14 @@ from gateway.classify import is_automated_address
 from gateway.config import Agent, Config, Mailbox, Rate
 from gateway.db import utcnow
 from gateway.events import record
+from gateway.portal import access
 from gateway.queries import iso
 from gateway.render import Headers, Renderer, compose
 
 log = logging.getLogger("gateway.notify")
 
+# A code mail carries no link: whoever reads it already has the session.
+NO_LINK = frozenset({"verification_code"})
 RESPONSE_HOURS = 24  # first-response target shown in acknowledgements
 AUTO_CLOSE_HOURS = 24  # resolved tickets close after this long without a reply
 MAX_REFERENCES = 20
@@ -184,6 +187,8 @@ class Notifier:
             record(ticket, "mail_held_back", event=event, recipient=recipient.email, why=held)
             return None
         key = keys.new_key(ticket, recipient.email, role)
+        if role == "customer" and ticket is not None and event not in NO_LINK:
+            context.setdefault("portal_url", self.guest_link(ticket, recipient.email))
         languages = (
             [ticket.language, mailbox.language]
             if ticket is not None and role == "customer"
@@ -234,6 +239,14 @@ class Notifier:
             outbox=row.id,
         )
         return row
+
+    def guest_link(self, ticket: models.Ticket, email: str) -> str | None:
+        """A fresh portal link for ``email`` on ``ticket``, or None without a portal."""
+        base = self.config.gateway.portal_url
+        if not base:
+            return None
+        token = access.new_link(ticket, email, self.config.gateway.link_lifetime)
+        return f"{base}/t/{token}"
 
     def context(
         self, ticket: models.Ticket | None, mailbox: Mailbox, recipient: Recipient, **extra: Any

@@ -30,6 +30,7 @@ EVENTS = (
     "escalated",
     "ticket_assigned",
     "address_misuse",
+    "guest_link",
 )
 
 _EXAMPLE_TEXT = "Hello,\n\nmy printer shows error E42 since this morning.\n\nThanks,\nLan"

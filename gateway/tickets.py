@@ -267,6 +267,8 @@ def _create(incoming: Incoming, *, auto: bool, acknowledge: bool = True) -> mode
     """
     parsed, sender = incoming.parsed, incoming.sender
     ticket = open_ticket(incoming, sender)
+    if incoming.inbound.protocol == "portal":
+        _portal_choices(incoming, ticket)
     add_participants(ticket, [sender, *_copied(incoming)])
     message = add_message(incoming, ticket, text=parsed.text, auto=auto)
     record(
@@ -282,6 +284,22 @@ def _create(incoming: Incoming, *, auto: bool, acknowledge: bool = True) -> mode
             incoming.notifier.acknowledge(ticket, parsed.message_id, parsed.references)
         incoming.notifier.agents_new_ticket(ticket, message)
     return ticket
+
+
+def _portal_choices(incoming: Incoming, ticket: models.Ticket) -> None:
+    """Category and priority picked in the portal's form.
+
+    Only the portal spools with protocol "portal", so these headers are ours;
+    the same headers in mail from outside are ignored.
+    """
+    headers = dict(incoming.parsed.headers)
+    category = headers.get("x-gateway-portal-category", "").strip().lower()
+    priority = headers.get("x-gateway-portal-priority", "").strip().lower()
+    if category and (category in incoming.mailbox.categories or category == ticket.category):
+        ticket.category = category
+    if priority in models.Ticket.PRIORITIES:
+        ticket.priority = priority
+    ticket.save()
 
 
 def open_ticket(incoming: Incoming, requester: Address) -> models.Ticket:
