@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import re
 from collections.abc import Iterator
-from email.message import EmailMessage
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,7 @@ from yarl import URL
 
 from gateway import models
 from tests.helpers import GatewayThread, mail, write_config
-
-CUSTOMER = "khach@example.vn"
-PORTAL = 'portal_listen = "127.0.0.1:0"\nportal_url = "http://portal.example"\n'
+from tests.portal_helpers import CUSTOMER, PORTAL, customer_ticket, latest_code
 
 
 @pytest.fixture
@@ -35,32 +32,6 @@ def portal(tmp_path: Path, database_url: str) -> Iterator[GatewayThread]:
 
 def base(gateway: GatewayThread) -> str:
     return f"http://127.0.0.1:{gateway.port('portal')}"
-
-
-def link_of(message: EmailMessage) -> str:
-    """The path of the portal link in a mail (the host is portal_url, not ours)."""
-    found = re.search(
-        r"http://portal\.example(/t/[A-Za-z0-9_-]+)", message.get_body(("plain",)).get_content()
-    )
-    assert found, "no portal link in the mail"
-    return found.group(1)
-
-
-def latest_code(gateway: GatewayThread, to: str = CUSTOMER) -> str:
-    """The code in the newest verification mail delivered to ``to``."""
-    gateway.settle()
-    with gateway.db():
-        row = (
-            models.Outbox.select()
-            .where((models.Outbox.event == "verification_code") & (models.Outbox.recipient == to))
-            .order_by(models.Outbox.id.desc())
-            .get()
-        )
-    [delivered] = [m for m in gateway.sent_mail() if str(m["Message-ID"]) == f"<{row.message_id}>"]
-    assert str(delivered["Delivered-To"]) == to
-    found = re.search(r"\b(\d{6})\b", delivered.get_body(("plain",)).get_content())
-    assert found
-    return found.group(1)
 
 
 def csrf_of(html: str) -> str:
@@ -107,16 +78,6 @@ class Guest:
         status, _, headers = await self.post("/verify", {"csrf": csrf_of(page), "code": code})
         assert status == 303
         return str(headers["Location"])
-
-
-def customer_ticket(gateway: GatewayThread, body: str = "Máy in của tôi bị lỗi E42.") -> str:
-    """A customer writes; the link path from the acknowledgement."""
-    gateway.send(
-        mail(subject="Máy in lỗi", sender=f"Khách Hàng <{CUSTOMER}>", body=body), sender=CUSTOMER
-    )
-    gateway.settle()
-    [ack] = [m for m in gateway.sent_mail() if str(m["Delivered-To"]) == CUSTOMER]
-    return link_of(ack)
 
 
 def age_codes(gateway: GatewayThread, seconds: int) -> None:
