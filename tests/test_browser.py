@@ -8,7 +8,6 @@ of each step go to test-artifacts/ (kept by CI runs for a look).
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +36,7 @@ FLAGS = [
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    require(os.path.exists(CHROMIUM), f"Chromium at {CHROMIUM} (tests/services/chromium.sh)")
+    require(Path(CHROMIUM).exists(), f"Chromium at {CHROMIUM} (tests/services/chromium.sh)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
