@@ -176,11 +176,12 @@ class Portal:
             found = await self.store.run(access.new_session)
         return found
 
-    def language(self, request: web.Request) -> str:
+    def language(self, request: web.Request, ticket_language: str | None = None) -> str:
         return pick_language(
             request.query.get("lang"),
             request.cookies.get(LANG_COOKIE),
             request.headers.get("Accept-Language", ""),
+            ticket_language,
         )
 
     async def page(
@@ -190,9 +191,10 @@ class Portal:
         session: access.Session | None,
         *,
         http_status: int = 200,
+        ticket_language: str | None = None,
         **context: Any,
     ) -> web.Response:
-        language = self.language(request)
+        language = self.language(request, ticket_language)
         html = self.pages.render(
             name,
             language,
@@ -208,7 +210,7 @@ class Portal:
         response = web.Response(
             text=html, status=http_status, content_type="text/html", charset="utf-8"
         )
-        if "lang" in request.query and language == request.query["lang"]:
+        if language in (request.query.get("lang"), ticket_language):
             response.set_cookie(
                 LANG_COOKIE,
                 language,
@@ -285,6 +287,7 @@ class Portal:
             session,
             masked_email=access.mask(link.email),
             ticket_number=link.ticket.number,
+            ticket_language=link.ticket.language,
         )
 
     async def send_code(self, request: web.Request) -> web.Response:
