@@ -24,6 +24,7 @@ from gateway.daemon import load_secret, serve
 from gateway.db import open_database
 from gateway.errors import ConfigError, GatewayError
 from gateway.notify import Notifier
+from gateway.portal.access import revoke_links
 from gateway.process import process_inbound, release
 from gateway.render import Renderer
 
@@ -120,6 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument(
             "--mailbox", metavar="ADDR", help="the mailbox (default: the first one the agent is on)"
         )
+
+    links = commands.add_parser("links", help="guests' links to their tickets")
+    sub = links.add_subparsers(dest="links_command", required=True, metavar="ACTION")
+    revoke = _command(
+        sub,
+        "revoke",
+        cmd_links_revoke,
+        "make a ticket's portal links stop working (all, or one address's)",
+    )
+    revoke.add_argument("number", type=int, metavar="NUMBER")
+    revoke.add_argument("--email", metavar="ADDR", help="only this guest's links")
 
     queue = commands.add_parser("outbox", help="outbound mail and its delivery")
     sub = queue.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
@@ -367,6 +379,13 @@ def cmd_agents_revoke(args: argparse.Namespace) -> int:
     agents.revoke_personal(mailbox.address, args.email)
     fresh = agents.personal_address(load_secret(cfg), mailbox, args.email)
     print(f"revoked; the new address is {fresh}")
+    return EXIT_OK
+
+
+def cmd_links_revoke(args: argparse.Namespace) -> int:
+    _open(args)
+    count = revoke_links(args.number, args.email)
+    print(f"revoked {count} link(s) to ticket #{args.number}")
     return EXIT_OK
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -489,3 +491,61 @@ def test_friendly_pages(portal: GatewayThread) -> None:
             assert 'dir="rtl"' in page
 
     run(scenario())
+
+
+def test_expired_and_revoked_links_open_nothing(portal: GatewayThread) -> None:
+    link = customer_ticket(portal)
+    with portal.db():
+        models.GuestLink.update(expires_at=dt.datetime(2000, 1, 1)).execute()
+
+    async def gate() -> int:
+        async with Guest(portal) as guest:
+            await guest.get(link)
+            return (await guest.get("/ticket"))[0]
+
+    assert run(gate()) == 410
+    with portal.db():
+        models.GuestLink.update(expires_at=dt.datetime(2100, 1, 1)).execute()
+    assert run(gate()) == 200
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "links",
+            "revoke",
+            "10000",
+            "--config",
+            str(portal.config.path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "revoked 1 link(s)" in done.stdout
+    assert run(gate()) == 410
+
+
+def test_my_tickets_filter_by_status_and_date(portal: GatewayThread) -> None:
+    link = customer_ticket(portal)
+    portal.send(mail(subject="Second question", sender=CUSTOMER), sender=CUSTOMER)
+    with portal.db():
+        from gateway import tickets
+
+        tickets.set_status(
+            models.Ticket.get(models.Ticket.number == 10001), "resolved", actor="test"
+        )
+
+    async def listings() -> list[str]:
+        async with Guest(portal) as guest:
+            await guest.verify(link)
+            return [
+                (await guest.get("/tickets" + query))[1]
+                for query in ("", "?status=resolved", "?since=2100-01-01")
+            ]
+
+    both, resolved, future = run(listings())
+    assert "/tickets/10000" in both and "/tickets/10001" in both
+    assert "/tickets/10001" in resolved and "/tickets/10000" not in resolved
+    assert "/tickets/10000" not in future and "/tickets/10001" not in future

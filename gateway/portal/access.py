@@ -27,7 +27,8 @@ import secrets
 from dataclasses import dataclass
 
 from gateway import models
-from gateway.db import utcnow
+from gateway.db import transaction, utcnow
+from gateway.events import record
 
 CODE_LIFETIME = dt.timedelta(minutes=10)
 CODE_TRIES = 5
@@ -82,6 +83,21 @@ def valid_link(token: str) -> models.GuestLink | None:
         .first()
     )
     return found
+
+
+def revoke_links(number: int, email: str | None = None) -> int:
+    """Stop a ticket's live links (one guest's, or all); how many were live."""
+    ticket = models.Ticket.get_or_none(models.Ticket.number == number)
+    if ticket is None:
+        return 0
+    links = models.GuestLink
+    where = (links.ticket == ticket) & links.revoked_at.is_null()
+    if email:
+        where &= links.email == email.lower()
+    with transaction(models.database.obj):
+        count = int(links.update(revoked_at=utcnow()).where(where).execute())
+        record(ticket, "links_revoked", count=count, email=email)
+    return count
 
 
 def recent_links(email: str) -> int:

@@ -29,8 +29,9 @@ def catalog(language: str) -> Mapping[str, str]:
     return data
 
 
-def pick_language(requested: str | None, cookie: str | None, accept: str,
-                  ticket: str | None = None) -> str:
+def pick_language(
+    requested: str | None, cookie: str | None, accept: str, ticket: str | None = None
+) -> str:
     """?lang=, then the cookie, then the ticket's language (the one the customer
     wrote in), then Accept-Language (by q), then English."""
     for candidate in (requested, cookie, ticket):
