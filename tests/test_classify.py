@@ -10,16 +10,15 @@ must not.
 from __future__ import annotations
 
 import email
-import os
 import unicodedata
 from collections import Counter
 from email.header import Header
-from pathlib import Path
 
 import pytest
 
 from gateway.classify import Verdict, classify, is_automated_address
 from gateway.parse import ParsedMessage, parse
+from tests.corpus import CORPUS, need_corpus
 
 OWN = frozenset({"support@help.example.com", "billing@help.example.com"})
 CUSTOMER = "Nguyễn Thị Lan <lan.nguyen@gmail.com>"
@@ -471,7 +470,6 @@ def test_personal_addresses(address: str) -> None:
 
 # --- Corpora ---------------------------------------------------------------------
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
 # Folders that hold only machine mail: bounces, plus a few auto-replies and
 # feedback reports (see the corpus README).  sisimai's not/ folder is checked
@@ -521,14 +519,6 @@ def corpus_files(folders: tuple[str, ...]) -> list[str]:
     return found
 
 
-def require_corpus() -> None:
-    """Skip without the shared corpus, except on CI where it must be present."""
-    if not CORPUS.is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"corpus missing at {CORPUS}")
-        pytest.skip(f"corpus missing at {CORPUS}")
-
-
 def recorded_envelope(message: ParsedMessage) -> str:
     """The envelope sender as the delivering MTA recorded it (Return-Path), else From.
 
@@ -562,7 +552,7 @@ MACHINE_FILES = [f for f in corpus_files(BOUNCE_FOLDERS) if f not in NOT_BOUNCES
 
 @pytest.mark.slow
 def test_corpus_is_present() -> None:
-    require_corpus()
+    need_corpus()
     assert len(MACHINE_FILES) > 300
 
 
@@ -584,7 +574,7 @@ def test_corpus_machine_mail_is_auto(relative: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("relative", sorted(NOT_BOUNCES))
 def test_corpus_spam_is_not_a_bounce(relative: str) -> None:
-    require_corpus()
+    need_corpus()
     _, verdict = corpus_verdict(relative)
     assert not verdict.bounce
 
@@ -592,7 +582,7 @@ def test_corpus_spam_is_not_a_bounce(relative: str) -> None:
 @pytest.mark.slow
 def test_corpus_rates(request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
     """Per folder: how many are bounces, how many automatic; bounces find their original."""
-    require_corpus()
+    need_corpus()
     total: Counter[str] = Counter()
     bounces: Counter[str] = Counter()
     autos: Counter[str] = Counter()
@@ -624,7 +614,7 @@ def test_corpus_rates(request: pytest.FixtureRequest, capsys: pytest.CaptureFixt
 
 @pytest.mark.slow
 def test_corpus_client_replies_are_human() -> None:
-    require_corpus()
+    need_corpus()
     replies = sorted((CORPUS / "talon" / "fixtures" / "standard_replies").glob("*.eml"))
     others = [CORPUS / "sisimai-set-of-emails" / "not" / f"is-not-bounce-0{n}.eml" for n in (1, 2)]
     assert len(replies) == 11
@@ -635,7 +625,7 @@ def test_corpus_client_replies_are_human() -> None:
 
 @pytest.mark.slow
 def test_corpus_notmuch_list_mail_is_auto_and_the_rest_human() -> None:
-    require_corpus()
+    need_corpus()
     paths = sorted((CORPUS / "notmuch" / "corpora" / "default").rglob("*.eml"))
     listed = human = 0
     for path in paths:

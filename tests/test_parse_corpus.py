@@ -20,10 +20,8 @@ import base64
 import codecs
 import email.policy
 import functools
-import os
 import re
 from email.parser import BytesParser
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,9 +29,7 @@ import yaml
 
 from gateway.errors import LimitExceeded
 from gateway.parse import ParsedMessage, ParseLimits, parse, sanitize_filename
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-CI = os.environ.get("CI") == "true"
+from tests.corpus import CORPUS, need_corpus
 
 pytestmark = pytest.mark.slow
 
@@ -59,15 +55,6 @@ NOT_MESSAGES = (
 # Messages for which LimitExceeded is the right answer, with the reason.
 # None so far: every corpus message fits the default caps.
 LIMIT_EXCEEDED_EXPECTED: dict[str, str] = {}
-
-
-def need_corpus() -> Path:
-    """The corpus folder; skip without it, but fail in CI, where it must be."""
-    if CORPUS.is_dir():
-        return CORPUS
-    if CI:
-        pytest.fail(f"the shared email corpus is required in CI (CI=true): {CORPUS}")
-    pytest.skip(f"the shared email corpus is not at {CORPUS}")
 
 
 def message_files() -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import unicodedata
 from email.message import EmailMessage
 from pathlib import Path
@@ -30,20 +29,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.quotes import strip_reply
-
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-CI = os.environ.get("CI") == "true"
+from tests.corpus import CORPUS, need_corpus
 
 RLM, LRM, RLE, PDF = "\u200f", "\u200e", "\u202b", "\u202c"
-
-
-def need_corpus() -> Path:
-    """The corpus folder; skip without it, but fail in CI, where it must be."""
-    if CORPUS.is_dir():
-        return CORPUS
-    if CI:
-        pytest.fail(f"the shared email corpus is required in CI (CI=true): {CORPUS}")
-    pytest.skip(f"the shared email corpus is not at {CORPUS}")
 
 
 def corpus_files(folder: str, pattern: str = "*", xfail: dict[str, str] | None = None) -> list[Any]:
