@@ -22,6 +22,7 @@ ordinary customer message, so a spoofed From gains nothing.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 from gateway import agents, authres, models, tickets
@@ -35,6 +36,15 @@ from gateway.quotes import strip_reply
 from gateway.tickets import Incoming, Outcome
 
 log = logging.getLogger("gateway.agent_mail")
+
+# What the agent is told when their reply still holds our notification: a
+# bottom-posted or unquoted reply would otherwise hand the customer the
+# agent's private addresses (a personal address lets whoever holds it, with a
+# forged From, open tickets that mail third parties; found in review).
+QUOTE_LEFT = (
+    "your reply still contains our notification, with private reply addresses "
+    "(support+...@); delete the quoted part and send your answer again"
+)
 
 
 def personal_owner(incoming: Incoming, details: Sequence[str]) -> Agent | None:
@@ -92,6 +102,8 @@ def on_personal_address(incoming: Incoming, agent: Agent) -> Outcome:
     block = parse_commands(strip_reply(incoming.parsed.text), incoming.mailbox.categories)
     behalf = [c for c in block.commands if c.name == "on-behalf"]
     errors = [*block.errors, *_role_errors(block.commands, agent, incoming, personal=True)]
+    if _private_addresses(block.body, incoming):
+        errors.append(QUOTE_LEFT)
     if not behalf:
         errors.append(
             "write '#on-behalf customer@example.org' on the first line to open a "
@@ -167,6 +179,8 @@ def _reject(
 def _reply(incoming: Incoming, ticket: models.Ticket, agent: Agent) -> Outcome:
     block = parse_commands(strip_reply(incoming.parsed.text), incoming.mailbox.categories)
     errors = [*block.errors, *_role_errors(block.commands, agent, incoming, personal=False)]
+    if _private_addresses(block.body, incoming):
+        errors.append(QUOTE_LEFT)
     if errors:
         return _reject(incoming, ticket, agent, errors)
     return _post(incoming, ticket, agent, block.body, block.commands, first=False)
@@ -305,6 +319,16 @@ def _role_errors(
                 f"{command.line}: write to your personal address to open a ticket for a customer"
             )
     return errors
+
+
+def _private_addresses(text: str, incoming: Incoming) -> bool:
+    """Whether ``text`` holds one of our plus-addresses (reply keys, personal addresses)."""
+    for own in incoming.own_addresses:
+        local, _, domain = own.partition("@")
+        pattern = re.escape(local) + r"\+[A-Za-z0-9_.-]+@" + re.escape(domain)
+        if re.search(pattern, text, re.IGNORECASE):
+            return True
+    return False
 
 
 def _may_write_to(email: str, incoming: Incoming) -> bool:

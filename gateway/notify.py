@@ -12,6 +12,7 @@ detector of automatic mail has missed.
 from __future__ import annotations
 
 import datetime as dt
+import email.errors
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -209,7 +210,15 @@ class Notifier:
             auto_submitted=auto_submitted,
             message_id=make_msgid(domain=self.config.gateway.hostname),
         )
-        message = compose(rendered, headers)
+        try:
+            message = compose(rendered, headers)
+        except (ValueError, email.errors.MessageError) as exc:
+            # An address that parsed but cannot be written in a header (a..b@x)
+            # must not take the whole transaction down with it (found in review).
+            why = f"the address cannot be written in a mail header: {exc}"
+            record(ticket, "mail_held_back", event=event, recipient=recipient.email, why=why)
+            log.warning("%s %s to %s held back: %s", _tag(ticket), event, recipient.email, why)
+            return None
         for item in files:
             maintype, _, subtype = item.content_type.partition("/")
             message.add_attachment(

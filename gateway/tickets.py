@@ -234,7 +234,12 @@ def _follow_up(incoming: Incoming, joined: thread.Candidate) -> Outcome:
     """A participant's reply: added with quotes stripped; reopens a finished ticket."""
     ticket = joined.ticket
     message = add_message(incoming, ticket, text=strip_reply(incoming.parsed.text))
-    add_participants(ticket, _copied(incoming))
+    if joined.via == "reply-key":
+        # Only a sender proven by their key may widen the circle. A From is
+        # no proof: "From: customer, Cc: attacker" with the ticket's tag would
+        # otherwise make the attacker a participant, able to fetch a portal
+        # link and read the whole ticket (found in review).
+        add_participants(ticket, _copied(incoming))
     record(
         ticket,
         "message_added",

@@ -522,3 +522,32 @@ def test_attachments_go_along_to_the_customer(team: GatewayThread) -> None:
     assert "1" in text_of(received)  # "1 attachment"
     stored = ticket(team)["messages"][1]["attachments"]
     assert [a["filename"] for a in stored] == ["hướng dẫn.pdf"]
+
+
+def test_a_reply_still_holding_the_notification_is_sent_back(team: GatewayThread) -> None:
+    """Bottom-posting keeps the quote; the notification's private addresses must not leak."""
+    open_ticket(team)
+    [note] = inbox(team, LAN)
+    quoted = "\n".join("> " + line for line in text_of(note).splitlines())
+    bottom = mail(
+        subject="Re: " + str(note["Subject"]),
+        sender=LAN,
+        to=key_address(note),
+        body=f"{quoted}\n\nPlease restart it.\n",
+    )
+    agent_sends(team, bottom)
+    assert len(inbox(team, CUSTOMER)) == 1  # only the acknowledgement
+    assert "delete the quoted part" in text_of(inbox(team, LAN)[-1])
+    assert len(ticket(team)["messages"]) == 1
+
+
+def test_an_unwritable_cc_does_not_block_the_answer(team: GatewayThread) -> None:
+    team.send(
+        mail(subject="Máy in lỗi", sender=f"Khách <{CUSTOMER}>", Cc="a..b@example.org"),
+        sender=CUSTOMER,
+    )
+    [note] = inbox(team, LAN)
+    agent_sends(team, gmail_reply(note, "Đã sửa xong.", LAN))
+    assert "Đã sửa xong." in text_of(inbox(team, CUSTOMER)[-1])
+    held = history(ticket(team), "mail_held_back")
+    assert any("a..b@example.org" == e["detail"]["recipient"] for e in held)

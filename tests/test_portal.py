@@ -549,3 +549,68 @@ def test_my_tickets_filter_by_status_and_date(portal: GatewayThread) -> None:
     assert "/tickets/10000" in both and "/tickets/10001" in both
     assert "/tickets/10001" in resolved and "/tickets/10000" not in resolved
     assert "/tickets/10000" not in future and "/tickets/10001" not in future
+
+
+def test_a_code_proves_only_the_address_it_was_sent_to(portal: GatewayThread) -> None:
+    """Review finding: ask a code for your own address, switch the pending address
+    to the victim's (a new request or a leaked link), enter your code: refused."""
+    link = customer_ticket(portal)
+
+    async def attack() -> tuple[int, int]:
+        async with Guest(portal) as guest:
+            _, page, _ = await guest.get("/new")
+            form = {
+                "csrf": csrf_of(page),
+                "name": "x",
+                "email": "attacker@evil.example",
+                "category": "general",
+                "priority": "low",
+                "subject": "s",
+                "text": "t",
+            }
+            assert (await guest.post("/new", form))[0] == 303
+            own = await asyncio.to_thread(latest_code, portal, "attacker@evil.example")
+            await guest.get(link)  # the victim's link, leaked
+            _, page, _ = await guest.get("/ticket")
+            status, _, _ = await guest.post("/verify", {"csrf": csrf_of(page), "code": own})
+            return status, (await guest.get("/tickets/10000"))[0]
+
+    verify_status, ticket_status = run(attack())
+    assert verify_status == 400
+    assert ticket_status == 302  # not signed in: sent to /link
+
+
+def test_parallel_guesses_get_five_looks_at_most(portal: GatewayThread) -> None:
+    link = customer_ticket(portal)
+
+    async def attack() -> None:
+        async with Guest(portal) as guest:
+            await guest.get(link)
+            _, page, _ = await guest.get("/ticket")
+            await guest.post("/code", {"csrf": csrf_of(page)})
+            _, page, _ = await guest.get("/verify")
+            csrf = csrf_of(page)
+            await asyncio.gather(
+                *(guest.post("/verify", {"csrf": csrf, "code": f"{n:06d}"}) for n in range(40))
+            )
+
+    run(attack())
+    with portal.db():
+        assert models.GuestCode.get().attempts == 5
+
+
+def test_error_pages_carry_the_security_headers(portal: GatewayThread) -> None:
+    async def probe() -> None:
+        async with Guest(portal) as guest:
+            status, page, headers = await guest.get("//evil.example/x")
+            assert status == 404
+            assert "default-src 'none'" in headers["Content-Security-Policy"]
+            assert headers["X-Frame-Options"] == "DENY"
+            assert "evil.example" not in page  # no off-site language links
+            status, page, _ = await guest.get("/link")
+            status, page, _ = await guest.post(
+                "/link", {"csrf": csrf_of(page), "number": "²", "email": CUSTOMER}
+            )
+            assert status == 200
+
+    run(probe())

@@ -237,3 +237,13 @@ def test_ticket_numbers_increase(gateway: GatewayThread) -> None:
     for i in range(3):
         gateway.send(mail(subject=f"request {i}"))
     assert [t["number"] for t in gateway.tickets()] == [10000, 10001, 10002]
+
+
+def test_a_forged_from_cannot_add_people_to_a_ticket(gateway: GatewayThread) -> None:
+    """From: the customer, Cc: the attacker, with the tag: the attacker stays out."""
+    gateway.send(mail())
+    forged = mail(subject="Re: [#10000] Printer on fire", Cc="attacker@evil.example")
+    gateway.send(forged)
+    [ticket] = gateway.tickets()
+    assert len(ticket["messages"]) == 2  # the text joins (a number is a hint) ...
+    assert {p["email"] for p in ticket["participants"]} == {"customer@example.org"}  # ... no one

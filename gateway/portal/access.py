@@ -211,29 +211,47 @@ def new_code(secret: bytes, session: Session, email: str) -> str:
 
 
 def check_code(secret: bytes, session: Session, given: str) -> tuple[bool, str | None, int]:
-    """(ok, error key, tries left) for a code typed into this session."""
+    """(ok, error key, tries left) for a code typed into this session.
+
+    The code must have been sent to the address the session is proving now:
+    a code mailed to the attacker's own address must not verify the victim's
+    (found in review). The try is counted before the comparison, in one
+    UPDATE, so parallel guesses cannot get more than CODE_TRIES looks.
+    """
     now = utcnow()
     codes = models.GuestCode
     row = (
         codes.select()
-        .where((codes.session == session.row) & codes.used_at.is_null())
+        .where(
+            (codes.session == session.row)
+            & codes.used_at.is_null()
+            & (codes.email == (session.row.pending_email or ""))
+        )
         .order_by(codes.id.desc())
         .first()
     )
     if row is None or row.expires_at < now:
         return False, "error.code_expired", 0
-    if row.attempts >= CODE_TRIES:
+    counted = (
+        codes.update(attempts=codes.attempts + 1)
+        .where((codes.id == row.id) & (codes.attempts < CODE_TRIES))
+        .execute()
+    )
+    if not counted:
         return False, "error.code_locked", 0
-    expected = row.code_hash
     # Compare HMACs in constant time; a wrong try counts even if the format is off.
-    if hmac.compare_digest(expected, _code_hash(secret, row.id, normalise_code(given))):
-        row.used_at = now
-        row.save()
-        return True, None, 0
-    row.attempts += 1
-    row.save()
-    left = CODE_TRIES - row.attempts
-    return False, ("error.code_wrong" if left else "error.code_locked"), left
+    if hmac.compare_digest(row.code_hash, _code_hash(secret, row.id, normalise_code(given))):
+        used = codes.update(used_at=now).where((codes.id == row.id) & codes.used_at.is_null())
+        return (True, None, 0) if used.execute() else (False, "error.code_expired", 0)
+    left = CODE_TRIES - (row.attempts + 1)
+    return False, ("error.code_wrong" if left > 0 else "error.code_locked"), max(left, 0)
+
+
+def forget_codes(session: Session) -> None:
+    """Retire the session's unused codes (its pending address changed)."""
+    models.GuestCode.update(used_at=utcnow()).where(
+        (models.GuestCode.session == session.row) & models.GuestCode.used_at.is_null()
+    ).execute()
 
 
 def normalise_code(text: str) -> str:

@@ -97,7 +97,8 @@ class Portal:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[self._errors, self._headers],
+            # _headers outermost, so error pages get the security headers too.
+            middlewares=[self._headers, self._errors],
             client_max_size=self.config.gateway.max_message_size,
         )
         app.add_routes(
@@ -201,7 +202,7 @@ class Portal:
             {
                 "site_name": self.config.mailboxes[0].name,
                 # Language links must lead to a page one can GET, even after a POST.
-                "request_path": GET_PAGE.get(request.path, request.path),
+                "request_path": self.page_path(request),
                 "csrf_token": session.row.csrf if session else "",
                 "verified_email": session.email if session else None,
                 **context,
@@ -223,6 +224,17 @@ class Portal:
         if session is not None:
             self.set_session_cookie(response, session)
         return response
+
+    @staticmethod
+    def page_path(request: web.Request) -> str:
+        """Where the language links lead: a page one can GET, never another site.
+
+        An unmatched path such as //evil.example/x would make ``//evil...?lang=``
+        an off-site link (found in review), so unknown paths link home.
+        """
+        if request.match_info.http_exception is not None:
+            return "/"
+        return GET_PAGE.get(request.path, request.path)
 
     def set_session_cookie(self, response: web.StreamResponse, session: access.Session) -> None:
         response.set_cookie(
@@ -570,7 +582,7 @@ class Portal:
         started = time.monotonic()
         number = str(data.get("number", "")).strip()
         email = str(data.get("email", "")).strip().lower()
-        if number.isdigit() and _plausible_email(email):
+        if number.isascii() and number.isdigit() and _plausible_email(email):
             await self.store.run(self._send_link, int(number), email)
             self.on_queued()
         # Answer in the same time whether or not a mail went out.
@@ -624,6 +636,8 @@ class Portal:
 def _set_pending(
     session: access.Session, email: str, ticket: models.Ticket | None, request: bytes | None
 ) -> None:
+    if session.row.pending_email != email:
+        access.forget_codes(session)  # a code proves only the address it went to
     session.row.pending_email = email
     session.row.pending_ticket = ticket
     session.row.pending_request = request
@@ -736,6 +750,9 @@ def _attachment(number: int, attachment_id: int, email: str) -> tuple[str, str, 
             (models.Attachment.id == attachment_id)
             & (models.Message.ticket == ticket)
             & (models.Message.visibility == "public")
+            # only what the ticket page lists: no machine mail, no inline parts
+            & (models.Message.auto == False)  # noqa: E712 - SQL
+            & (models.Attachment.inline == False)  # noqa: E712 - SQL
         )
         .first()
     )
@@ -794,7 +811,7 @@ def _new_message(
         files,
     )
     for field in ("category", "priority"):
-        value = str(data.get(field, "")).strip().lower()
+        value = header_safe(str(data.get(field, ""))).lower()
         if value:
             message[f"X-Gateway-Portal-{field.title()}"] = value
     return message
