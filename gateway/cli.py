@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import peewee as pw
+
 from gateway import __version__, agents, config, outbox, preview, queries
 from gateway.daemon import load_secret, serve
 from gateway.db import open_database
@@ -105,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     retry = _command(sub, "retry", cmd_quarantine_retry, "process a quarantined message again")
     retry.add_argument("id", metavar="ID", help="the id or queue id from 'quarantine list'")
 
+    _command(
+        commands,
+        "status",
+        cmd_status,
+        "IMAP pollers (checkpoint, connection, last error, backlog), inbound and outbox counts",
+        json_flag=True,
+    )
     _command(
         commands, "reload", cmd_reload, "make the running daemon re-read its configuration (SIGHUP)"
     )
@@ -310,6 +319,75 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(f"{row.queue_id}: {result.status}: {result.action} ticket #{result.ticket_number or '-'}")
     return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _open(args)
+    data = status()
+    if args.json:
+        return _print_json(data)
+    print(
+        _table(
+            [
+                "MAILBOX",
+                "FOLDER",
+                "STATE",
+                "UIDVALIDITY",
+                "LAST UID",
+                "BACKLOG",
+                "LAST OK",
+                "ERROR",
+            ],
+            [
+                [
+                    r["mailbox"],
+                    r["folder"],
+                    "connected" if r["connected"] else "disconnected",
+                    str(r["uidvalidity"]),
+                    str(r["last_uid"]),
+                    str(r["backlog"]),
+                    _short_time(r["last_success_at"]),
+                    r["last_error"] or "",
+                ]
+                for r in data["imap"]
+            ],
+        )
+    )
+    for name in ("inbound", "outbox"):
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(data[name].items())) or "none"
+        print(f"{name}: {counts}")
+    return EXIT_OK
+
+
+def status() -> dict[str, Any]:
+    """What the database knows about the running gateway (the pollers persist theirs)."""
+    from gateway import models
+
+    def counts(model: type[models.Inbound] | type[models.Outbox]) -> dict[str, int]:
+        query = model.select(model.status, pw.fn.COUNT(model.id)).group_by(model.status)
+        rows: list[tuple[str, int]] = list(query.tuples())  # type: ignore[arg-type]
+        return {str(status): int(n) for status, n in rows}
+
+    def when(moment: dt.datetime | None) -> str | None:
+        return moment.isoformat() if moment else None
+
+    imap = [
+        {
+            "mailbox": row.mailbox,
+            "folder": row.folder,
+            "uidvalidity": row.uidvalidity,
+            "last_uid": row.last_uid,
+            "updated_at": when(row.updated_at),
+            "connected": row.connected,
+            "last_success_at": when(row.last_success_at),
+            "last_error": row.last_error,
+            "backlog": row.backlog,
+        }
+        for row in models.ImapCheckpoint.select().order_by(
+            models.ImapCheckpoint.mailbox, models.ImapCheckpoint.folder
+        )
+    ]
+    return {"imap": imap, "inbound": counts(models.Inbound), "outbox": counts(models.Outbox)}
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

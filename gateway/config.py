@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -90,6 +91,40 @@ class Agent:
 
 
 @dataclass(frozen=True)
+class OAuth2:
+    """Where an XOAUTH2 access token comes from: a file, or a command's output.
+
+    Either is read (or run) afresh before every login, so a token refreshed
+    by another program (or by the command itself) is always the one used.
+    """
+
+    token_file: Path | None = None
+    token_command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    """The [mailbox.imap] table: read this mailbox from an IMAP account."""
+
+    host: str
+    username: str
+    port: int = 993
+    security: str = "tls"  # tls | starttls | plain (plain only with insecure = true)
+    password_file: Path | None = None
+    oauth2: OAuth2 | None = None
+    folder: str = "INBOX"
+    after_import: str = "move:Imported"  # move:FOLDER | flag | delete
+    poll_interval: int = 60
+    idle: bool = True
+    ca_file: Path | None = None
+
+    @property
+    def move_to(self) -> str:
+        """The folder imported messages are moved to, or "" (flag or delete)."""
+        return self.after_import[5:] if self.after_import.startswith("move:") else ""
+
+
+@dataclass(frozen=True)
 class Mailbox:
     """One support address, how its tickets look, and who answers them."""
 
@@ -103,6 +138,7 @@ class Mailbox:
     agents: tuple[Agent, ...] = ()
     max_agents: int = 0  # 0: no limit
     copy_agents: bool = True  # other agents get a copy of each agent's reply
+    imap: ImapSettings | None = None  # also read from this IMAP account
 
     def agent(self, email: str) -> Agent | None:
         """The agent with this address, if any."""
@@ -451,6 +487,7 @@ class _Reader:
                 "agent",
                 "max_agents",
                 "copy_agents",
+                "imap",
             },
         )
         if "address" not in data:
@@ -470,12 +507,67 @@ class _Reader:
             max_agents=self.value(data, p, "max_agents", 0, _count),
             copy_agents=self.value(data, p, "copy_agents", True, _bool),
             agents=self.agents(data.get("agent", []), p),
+            imap=self.imap(data["imap"], p + "imap.") if "imap" in data else None,
         )
         if mailbox.max_agents and len(mailbox.agents) > mailbox.max_agents:
             self.problem(
                 p + "agent", f"{len(mailbox.agents)} agents, over max_agents = {mailbox.max_agents}"
             )
         return mailbox
+
+    def imap(self, data: Any, p: str) -> ImapSettings | None:
+        """The [mailbox.imap] table; None (with problems noted) when unusable."""
+        if not isinstance(data, Mapping):
+            self.problem(p[:-1], "must be a table ([mailbox.imap])")
+            return None
+        self.unknown(data, p, set(_IMAP_KEYS))
+        for key in ("host", "username"):
+            if key not in data:
+                self.problem(p + key, "missing: [mailbox.imap] needs host and username")
+        security = self.value(data, p, "security", "tls", _security)
+        insecure = self.value(data, p, "insecure", False, _bool)
+        if security == "plain" and not insecure:
+            # A password in clear text on the network: only when someone said so.
+            self.problem(
+                p + "security",
+                'security = "plain" sends the password unencrypted; '
+                "it needs insecure = true beside it (use tls or starttls)",
+            )
+        password_file = self.value(data, p, "password_file", None, self.path)
+        oauth2 = self.value(data, p, "oauth2", None, self.oauth2)
+        if (password_file is None) == (oauth2 is None):
+            self.problem(p + "password_file", "exactly one of password_file or oauth2 is needed")
+        default_port = 993 if security == "tls" else 143
+        return ImapSettings(
+            host=self.value(data, p, "host", "", _hostname),
+            username=self.value(data, p, "username", "", _text),
+            port=self.value(data, p, "port", default_port, _port),
+            security=security,
+            password_file=password_file,
+            oauth2=oauth2,
+            folder=self.value(data, p, "folder", "INBOX", _text),
+            after_import=self.value(data, p, "after_import", "move:Imported", _after_import),
+            poll_interval=self.value(data, p, "poll_interval", 60, _duration),
+            idle=self.value(data, p, "idle", True, _bool),
+            ca_file=self.value(data, p, "ca_file", None, self.path),
+        )
+
+    def oauth2(self, value: Any) -> OAuth2:
+        """``{ token_file = PATH }`` or ``{ token_command = "cmd args" }``."""
+        if not isinstance(value, Mapping) or len(value) != 1:
+            raise TypeError(
+                'must be { token_file = "PATH" } or { token_command = "COMMAND" }, '
+                f"not {value!r}"
+            )
+        if "token_file" in value:
+            path = self.path(value["token_file"])
+            if path is None:
+                raise ValueError("token_file must not be empty")
+            return OAuth2(token_file=path)
+        if "token_command" in value:
+            command = tuple(shlex.split(_text(value["token_command"])))
+            return OAuth2(token_command=command)
+        raise ValueError(f"unknown key {next(iter(value))!r} (known: token_command, token_file)")
 
     def agents(self, items: Any, prefix: str) -> tuple[Agent, ...]:
         if not isinstance(items, list):
@@ -501,6 +593,44 @@ class _Reader:
                 role=self.value(item, p, "role", "agent", _role),
             )
         return tuple(found.values())
+
+
+_IMAP_KEYS = (
+    "host",
+    "port",
+    "security",
+    "insecure",
+    "username",
+    "password_file",
+    "oauth2",
+    "folder",
+    "after_import",
+    "poll_interval",
+    "idle",
+    "ca_file",
+)
+
+
+def _security(value: Any) -> str:
+    text = _text(value).lower()
+    if text not in {"tls", "starttls", "plain"}:
+        raise ValueError(f'{text!r} is not one of "tls", "starttls", "plain"')
+    return text
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise TypeError(f"must be a port number (1-65535), not {value!r}")
+    return value
+
+
+def _after_import(value: Any) -> str:
+    text = _text(value)
+    if text in {"flag", "delete"}:
+        return text
+    if text.startswith("move:") and text[5:].strip():
+        return "move:" + text[5:].strip()
+    raise ValueError(f'{text!r} is not "move:FOLDER", "flag" or "delete"')
 
 
 def _text(value: Any) -> str:

@@ -1,9 +1,11 @@
 """The daemon: one process, one event loop, every step wired together.
 
 ``serve`` opens the database, resumes messages a previous run accepted but
-did not process, binds the SMTP and LMTP listeners, and runs until SIGTERM
-or SIGINT. On the way out it stops accepting connections, lets the sessions
-in flight finish, and waits for the processor to drain what it has.
+did not process, binds the SMTP and LMTP listeners, starts one IMAP poller
+per mailbox with ``[mailbox.imap]``, and runs until SIGTERM or SIGINT. On the
+way out it stops the pollers (a poller cut short mid-batch only re-fetches
+what intake already has), stops accepting connections, lets the sessions in
+flight finish, and waits for the processor to drain what it has.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gateway.errors import ConfigError
 from gateway.intake import Intake
 from gateway.notify import Notifier
 from gateway.outbox import OutboxWorker
+from gateway.poller import Poller
 from gateway.portal.app import Portal
 from gateway.process import Processor
 from gateway.render import Renderer
@@ -49,6 +52,8 @@ class Gateway:
         self.handlers: dict[str, listener.Handler] = {}
         self.notifier: Notifier | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.pollers: dict[str, Poller] = {}
+        self._poller_tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.portal: Portal | None = None
 
@@ -81,11 +86,40 @@ class Gateway:
                 await self._listen(intake, protocol, where)
         if cfg.portal_listen is not None:
             await self._serve_portal(intake, cfg.portal_listen)
+        self._start_pollers(intake)
         log.info(
             "ready: %d mailbox(es): %s",
             len(self.config.mailboxes),
             ", ".join(m.address for m in self.config.mailboxes),
         )
+
+    def _start_pollers(self, intake: Intake) -> None:
+        """One IMAP poller task per mailbox that has an [mailbox.imap] table."""
+        assert self.store is not None and self.processor is not None
+        for mailbox in self.config.mailboxes:
+            if mailbox.imap is None:
+                continue
+            poller = Poller(self.config, mailbox, self.store, intake, self.processor)
+            self.pollers[mailbox.address] = poller
+            self._poller_tasks.append(
+                asyncio.create_task(poller.run(), name=f"poller {mailbox.address}")
+            )
+            log.info(
+                "reading %s from IMAP %s:%d folder %s (%s)",
+                mailbox.address,
+                mailbox.imap.host,
+                mailbox.imap.port,
+                mailbox.imap.folder,
+                mailbox.imap.security,
+            )
+
+    async def _stop_pollers(self) -> None:
+        for task in self._poller_tasks:
+            task.cancel()
+        for task in self._poller_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._poller_tasks = []
 
     def _outbox_worker(self, store: Store) -> OutboxWorker:
         cfg = self.config.gateway
@@ -116,6 +150,9 @@ class Gateway:
         for key in ("database", "smtp_listen", "lmtp_listen", "outbound"):
             if getattr(old, key) != getattr(new.gateway, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
+        old_imap = {m.address: m.imap for m in self.config.mailboxes}
+        if old_imap != {m.address: m.imap for m in new.mailboxes}:
+            log.warning("reload: an [mailbox.imap] table changed; it takes effect at restart")
         self.config = new
         components = (
             self.processor,
@@ -180,7 +217,8 @@ class Gateway:
             await self.processor.idle()
 
     async def stop(self) -> None:
-        """Stop accepting, let sessions in flight finish, drain the processor."""
+        """Stop polling and accepting, let sessions in flight finish, drain the processor."""
+        await self._stop_pollers()
         if self._runner is not None:
             await self._runner.cleanup()
             self.servers.pop("portal", None)

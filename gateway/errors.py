@@ -3,6 +3,7 @@
     GatewayError
      ├── ConfigError          the configuration file is unusable (exit 2)
      ├── StorageError         the database failed us (SMTP answers 451)
+     ├── ImapError            an IMAP server refused or failed us (the poller backs off)
      └── ProcessingError      a stored message cannot be processed (quarantine)
           └── LimitExceeded   a hostile-input cap was hit (header size, depth, parts)
 
@@ -27,6 +28,10 @@ class ConfigError(GatewayError):
 
 class StorageError(GatewayError):
     """The database could not do what we asked; the sender should retry."""
+
+
+class ImapError(GatewayError):
+    """An IMAP server refused us, or a step we insist on (TLS) was not possible."""
 
 
 class ProcessingError(GatewayError):

@@ -16,6 +16,8 @@ Tables in the order of the flow:
     agent         the roster as last configured, for its history
     guest_*       the portal: links to tickets, browser sessions, one-time codes
     suppression   recipients that bounced permanently, until when
+    imap_checkpoint  per IMAP mailbox and folder: the last UID imported under
+                  which UIDVALIDITY, and the poller's live state for `status`
     counter       named counters (ticket numbers), safe across instances
     schema_meta   the schema version
 
@@ -300,6 +302,29 @@ class Suppression(BaseModel):
     created_at = pw.DateTimeField()
 
 
+class ImapCheckpoint(BaseModel):
+    """How far the poller has imported one IMAP folder, and how it is doing.
+
+    ``last_uid`` is advanced only after the messages up to it were committed
+    by intake, so a restart never skips one (RFC 3501 2.3.1.1: UIDs only grow
+    while UIDVALIDITY stays the same). The remaining columns mirror the
+    poller's live state so that ``ticket-gateway status`` can show it.
+    """
+
+    mailbox = pw.CharField(max_length=320)
+    folder = pw.CharField(max_length=255)
+    uidvalidity = pw.BigIntegerField(default=0)
+    last_uid = pw.BigIntegerField(default=0)
+    updated_at = pw.DateTimeField()
+    connected = pw.BooleanField(default=False)
+    last_success_at = pw.DateTimeField(null=True)
+    last_error = pw.TextField(null=True)
+    backlog = pw.IntegerField(default=0)
+
+    class Meta:
+        indexes: ClassVar = ((("mailbox", "folder"), True),)
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     SchemaMeta,
     Counter,
@@ -318,4 +343,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     GuestSession,
     GuestCode,
     Suppression,
+    ImapCheckpoint,
 )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.dovecot import dovecot, dovecot_factory  # noqa: F401 - fixtures for the IMAP tests
 from tests.helpers import GatewayThread, write_config
 from tests.smtp_sink import smtp_server  # noqa: F401 - a fixture, shared by the SMTP tests
 
