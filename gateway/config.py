@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,56 @@ _SIZE_RE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
 _DURATION_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 _DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h|d)\s*$")
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(.+)$")
+
+# Every key each table knows; anything else is an error (a typo must not pass).
+GATEWAY_KEYS = frozenset(
+    {
+        "hostname",
+        "database",
+        "smtp_listen",
+        "lmtp_listen",
+        "max_message_size",
+        "max_recipients",
+        "ticket_number_start",
+        "max_header_size",
+        "max_mime_depth",
+        "max_mime_parts",
+        "log_level",
+        "outbound",
+        "outbound_max_age",
+        "templates_dir",
+        "portal_url",
+        "portal_listen",
+        "link_lifetime",
+        "ack_limit",
+        "ack_daily_limit",
+        "auto_mail_per_recipient",
+        "auto_mail_per_ticket",
+        "auto_mail_per_mailbox",
+        "bounce_suppression",
+        "dkim_key_file",
+        "dkim_selector",
+        "dkim_domain",
+        "trusted_authserv_id",
+        "secret_file",
+        "pid_file",
+    }
+)
+MAILBOX_KEYS = frozenset(
+    {
+        "address",
+        "aliases",
+        "name",
+        "language",
+        "category",
+        "tag",
+        "categories",
+        "agent",
+        "max_agents",
+        "copy_agents",
+        "imap",
+    }
+)
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 _ADDRESS_RE = re.compile(r"^[^@\s+]+@[^@\s]+\.[^@\s]+$")
 
@@ -296,7 +346,7 @@ class _Reader:
             return {}
         return value
 
-    def unknown(self, data: Mapping[str, Any], prefix: str, known: set[str]) -> None:
+    def unknown(self, data: Mapping[str, Any], prefix: str, known: Set[str]) -> None:
         for key in data:
             if key not in known:
                 self.problem(
@@ -332,41 +382,7 @@ class _Reader:
     def gateway(self, data: Mapping[str, Any]) -> GatewaySettings:
         p = "gateway."
         d = GatewaySettings()
-        self.unknown(
-            data,
-            p,
-            {
-                "hostname",
-                "database",
-                "smtp_listen",
-                "lmtp_listen",
-                "max_message_size",
-                "max_recipients",
-                "ticket_number_start",
-                "max_header_size",
-                "max_mime_depth",
-                "max_mime_parts",
-                "log_level",
-                "outbound",
-                "outbound_max_age",
-                "templates_dir",
-                "portal_url",
-                "portal_listen",
-                "link_lifetime",
-                "ack_limit",
-                "ack_daily_limit",
-                "auto_mail_per_recipient",
-                "auto_mail_per_ticket",
-                "auto_mail_per_mailbox",
-                "bounce_suppression",
-                "dkim_key_file",
-                "dkim_selector",
-                "dkim_domain",
-                "trusted_authserv_id",
-                "secret_file",
-                "pid_file",
-            },
-        )
+        self.unknown(data, p, GATEWAY_KEYS)
         loops = LoopLimits(
             ack_per_sender=self.value(data, p, "ack_limit", d.loops.ack_per_sender, _rate),
             ack_per_sender_daily=self.value(
@@ -473,23 +489,7 @@ class _Reader:
         return tuple(result)
 
     def mailbox(self, data: Mapping[str, Any], p: str) -> Mailbox | None:
-        self.unknown(
-            data,
-            p,
-            {
-                "address",
-                "aliases",
-                "name",
-                "language",
-                "category",
-                "tag",
-                "categories",
-                "agent",
-                "max_agents",
-                "copy_agents",
-                "imap",
-            },
-        )
+        self.unknown(data, p, MAILBOX_KEYS)
         if "address" not in data:
             self.problem(p + "address", "missing: every mailbox needs its support address")
             return None
