@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = _command(commands, "serve", cmd_serve, "run the daemon (SMTP/LMTP listeners)")
+    serve = _command(
+        commands, "serve", cmd_serve, "run the daemon (SMTP/LMTP, portal, IMAP pollers, outbox)"
+    )
     serve.add_argument(
         "--log-format", choices=("text", "json"), default="text", help=argparse.SUPPRESS
     )
