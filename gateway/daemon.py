@@ -20,8 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway import agents, dkim, listener
+from gateway import agents, dkim, listener, scheduler
 from gateway import config as config_module
 from gateway.config import Config, ListenAddress
 from gateway.db import Store, open_database, redact
@@ -55,6 +56,7 @@ class Gateway:
         self.pollers: dict[str, Poller] = {}
         self._poller_tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self.scheduler: AsyncIOScheduler | None = None
         self.portal: Portal | None = None
 
     async def start(self) -> None:
@@ -87,6 +89,7 @@ class Gateway:
         if cfg.portal_listen is not None:
             await self._serve_portal(intake, cfg.portal_listen)
         self._start_pollers(intake)
+        self.scheduler = scheduler.start(self.store)
         log.info(
             "ready: %d mailbox(es): %s",
             len(self.config.mailboxes),
@@ -219,6 +222,9 @@ class Gateway:
     async def stop(self) -> None:
         """Stop polling and accepting, let sessions in flight finish, drain the processor."""
         await self._stop_pollers()
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None  # stop() may run twice (a signal, then the finally)
         if self._runner is not None:
             await self._runner.cleanup()
             self.servers.pop("portal", None)

@@ -156,6 +156,9 @@ class Poller:
                 await self._session()
                 continue  # a planned reconnect (fresh OAuth2 token): no backoff
             except asyncio.CancelledError:
+                # Stopping: status must not go on saying "connected".
+                with contextlib.suppress(Exception):
+                    await self._set_state(connected=False)
                 raise
             except (GatewayError, OSError, TimeoutError, aioimaplib.AioImapException) as exc:
                 await self._failed(exc)

@@ -267,9 +267,13 @@ def purge(now: dt.datetime | None = None) -> int:
     """Delete expired sessions, codes and links (for the scheduler)."""
     now = now or utcnow()
     removed = models.GuestCode.delete().where(models.GuestCode.expires_at < now).execute()
+    sessions = models.GuestSession
     removed += (
-        models.GuestSession.delete()
-        .where(models.GuestSession.created_at < now - SESSION_ABSOLUTE)
+        sessions.delete()
+        .where(
+            (sessions.created_at < now - SESSION_ABSOLUTE)
+            | (sessions.last_seen_at < now - max(SESSION_IDLE, SESSION_PENDING))
+        )
         .execute()
     )
     removed += models.GuestLink.delete().where(models.GuestLink.expires_at < now).execute()
