@@ -31,12 +31,14 @@ we remember name nothing any more: we log a warning, restart at UID 0 and
 import the whole folder again, which intake's idempotency turns into no new
 rows for messages we already had.
 
-Too big. A message whose RFC822.SIZE is over ``max_message_size`` (the limit
-SMTP answers 552 for) is not downloaded: there is no sender to bounce to, and
-holding it in memory is what the limit protects us from. It stays in the
-folder, untouched, for a person to deal with; the poller logs an error,
-shows it as the last error in ``ticket-gateway status``, and moves the
-checkpoint past it so that one message cannot stop a mailbox.
+Too big. SMTP answers 552 to a message over ``max_message_size``; over IMAP
+there is no sender to refuse, so such a message is imported like any other
+and processing quarantines it with the reason (``quarantine list``; raise the
+limit and ``quarantine retry`` it). Only beyond OVERSIZE_FETCH times the limit
+is it not downloaded at all, since holding it in memory is what the limit
+protects us from: it stays in the folder for a person, the poller logs an
+error and shows it in ``ticket-gateway status``, and the checkpoint moves past
+it so that one message cannot stop a mailbox.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ from gateway.intake import Delivery, Envelope, Intake, split_header
 from gateway.process import Processor
 
 log = logging.getLogger("gateway.poller")
+
+# Messages up to this many times max_message_size are fetched (and then
+# quarantined as too big); larger ones are left on the server untouched.
+OVERSIZE_FETCH = 4
 
 BATCH = 50  # UIDs fetched and checkpointed together; bounds memory and round trips
 TIMEOUT = 60.0  # seconds for one IMAP command (reset while data flows)
@@ -362,10 +368,13 @@ class Poller:
                 await self._after_import(client, imported)
 
     async def _import_one(self, client: Any, uid: int, size: int | None) -> bool:
-        """Spool one message; False when it was skipped (too big, or gone)."""
-        limit = self.config.gateway.max_message_size
+        """Spool one message; False when it was skipped (far too big, or gone)."""
+        limit = self.config.gateway.max_message_size * OVERSIZE_FETCH
         if size is not None and size > limit:
-            error = f"UID {uid} is {size} bytes, over max_message_size {limit}; left in the folder"
+            error = (
+                f"UID {uid} is {size} bytes, over {OVERSIZE_FETCH} x max_message_size; "
+                "left in the folder"
+            )
             log.error("%s: %s", self.name, error)
             await self._set_state(last_error=error)
             return False
@@ -427,7 +436,7 @@ class Poller:
         """Apply after_import to messages imported before a crash cut it short."""
         if last_uid == 0:
             return
-        limit = self.config.gateway.max_message_size
+        limit = self.config.gateway.max_message_size * OVERSIZE_FETCH
         criteria = f"UID 1:{last_uid} NOT LARGER {limit}"
         if self.settings.after_import == "flag":
             criteria += " UNSEEN"

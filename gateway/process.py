@@ -57,6 +57,12 @@ def process_inbound(
     try:
         if mailbox is None:
             raise ProcessingError(f"mailbox {row.mailbox} is no longer configured")
+        limit = config.gateway.max_message_size
+        if row.raw_message.size > limit:
+            # SMTP refuses these with 552; IMAP (and nothing else) can bring one in.
+            raise ProcessingError(
+                f"message of {row.raw_message.size} bytes is over max_message_size ({limit})"
+            )
         parsed = parse(bytes(row.raw_message.data), config.gateway.limits)
         verdict = classify(parsed, row.mail_from, config.own_addresses())
         with transaction(database):

@@ -312,3 +312,23 @@ def test_status_command_shows_the_poller(
             timeout=60,
         )
         assert text.returncode == 0 and SUPPORT in text.stdout and "connected" in text.stdout
+
+
+def test_too_big_is_imported_into_the_quarantine(
+    tmp_path: Path, database_url: str, dovecot: Dovecot
+) -> None:
+    """Over max_message_size (1 MiB here): SMTP would say 552; IMAP quarantines it, visibly."""
+    big = mail(subject="huge scan", sender="c9@example.org", body=("x" * 76 + "\n") * 20000)
+    dovecot.append(wire(big), message(1, "small"))
+    with GatewayThread(imap_config(tmp_path, database_url, dovecot)) as gw:
+
+        def quarantined() -> list[models.Inbound]:
+            with gw.db():
+                return list(models.Inbound.select().where(models.Inbound.status == "quarantined"))
+
+        wait_for(lambda: dovecot.count("Imported") == 2 and processed(gw, 1))
+        [row] = wait_for(quarantined)
+        [ticket] = gw.tickets()  # the small one only
+        assert ticket["subject"] == "small 1"
+        assert "over max_message_size" in (row.reason or "")
+        assert dovecot.count("INBOX") == 0  # not stuck on the server either
