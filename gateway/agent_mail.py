@@ -30,7 +30,7 @@ from gateway.classify import is_automated_address
 from gateway.commands import Command, parse_commands
 from gateway.config import Agent
 from gateway.events import record
-from gateway.notify import Attached, Recipient
+from gateway.notify import Attached, Recipient, ticket_ref
 from gateway.parse import Address
 from gateway.quotes import strip_reply
 from gateway.tickets import Incoming, Outcome
@@ -144,7 +144,7 @@ def _hold(
 ) -> Outcome:
     """Post nothing; keep the message for review and tell the agent."""
     sender = incoming.sender.email.lower()
-    log.warning("%s held for review: %s", _tag(ticket), why)
+    log.warning("%s held for review: %s", ticket_ref(ticket), why)
     record(
         ticket,
         "held_for_review",
@@ -365,7 +365,3 @@ def _latest_customer_message(ticket: models.Ticket) -> models.Message | None:
         .first()
     )
     return found
-
-
-def _tag(ticket: models.Ticket | None) -> str:
-    return f"#{ticket.number}" if ticket is not None else "-"

@@ -184,7 +184,9 @@ class Notifier:
             context.setdefault("attachments", [item.filename for item in files])
         held = self.held_back(ticket, event, recipient.email, mailbox, auto=auto)
         if held:
-            log.warning("%s %s to %s held back: %s", _tag(ticket), event, recipient.email, held)
+            log.warning(
+                "%s %s to %s held back: %s", ticket_ref(ticket), event, recipient.email, held
+            )
             record(ticket, "mail_held_back", event=event, recipient=recipient.email, why=held)
             return None
         key = keys.new_key(ticket, recipient.email, role)
@@ -217,7 +219,9 @@ class Notifier:
             # must not take the whole transaction down with it (found in review).
             why = f"the address cannot be written in a mail header: {exc}"
             record(ticket, "mail_held_back", event=event, recipient=recipient.email, why=why)
-            log.warning("%s %s to %s held back: %s", _tag(ticket), event, recipient.email, why)
+            log.warning(
+                "%s %s to %s held back: %s", ticket_ref(ticket), event, recipient.email, why
+            )
             return None
         for item in files:
             maintype, _, subtype = item.content_type.partition("/")
@@ -375,7 +379,8 @@ def thread_of(ticket: models.Ticket) -> tuple[str, list[str]]:
     return (customer[0] if customer else ""), ids
 
 
-def _tag(ticket: models.Ticket | None) -> str:
+def ticket_ref(ticket: models.Ticket | None) -> str:
+    """``#10023`` for log lines, ``-`` when there is no ticket."""
     return f"#{ticket.number}" if ticket is not None else "-"
 
 

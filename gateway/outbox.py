@@ -24,7 +24,6 @@ import logging
 import secrets
 import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import peewee as pw
@@ -261,12 +260,3 @@ class OutboxWorker:
             status,
             result.detail,
         )
-
-
-def default_maildir(config: Config) -> Path | None:
-    """The maildir folder when outbound is maildir:PATH (for the README and tests)."""
-    url = config.gateway.outbound
-    if not url.startswith("maildir:"):
-        return None
-    path = Path(url[len("maildir:") :])
-    return path if path.is_absolute() else config.base_dir / path

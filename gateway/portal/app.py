@@ -45,7 +45,7 @@ from gateway.intake import Delivery, Envelope, Intake
 from gateway.notify import Notifier, Recipient
 from gateway.parse import sanitize_filename
 from gateway.portal import access
-from gateway.portal.pages import Pages, catalog, pick_language
+from gateway.portal.pages import Pages, catalog, lookup, pick_language
 from gateway.process import Processor
 from gateway.render import PACKAGE_TEMPLATES, header_safe
 
@@ -424,7 +424,7 @@ class Portal:
         )
 
     def text(self, language: str, key: str) -> str:
-        return catalog(language).get(key) or catalog("en").get(key) or key
+        return lookup(language, key)
 
     def pages_label(self, language: str, kind: str, code: str) -> str:
         return self.text(language, f"{kind}.{code}")

@@ -29,6 +29,11 @@ def catalog(language: str) -> Mapping[str, str]:
     return data
 
 
+def lookup(language: str, key: str) -> str:
+    """A catalog text in ``language``, else English, else the key itself."""
+    return catalog(language).get(key) or catalog("en").get(key) or key
+
+
 def pick_language(
     requested: str | None, cookie: str | None, accept: str, ticket: str | None = None
 ) -> str:
@@ -68,10 +73,9 @@ class Pages:
 
     def render(self, name: str, language: str, context: Mapping[str, Any]) -> str:
         """Render ``portal/<name>.html.j2``."""
-        texts, fallback = catalog(language), catalog("en")
 
         def t(key: str, **values: Any) -> str:
-            text = texts.get(key) or fallback.get(key) or key
+            text = lookup(language, key)
             return text.format_map(_Lenient(values)) if values else text
 
         values = {
