@@ -107,9 +107,17 @@ def open_database(url: str, base_dir: Path, *, ticket_number_start: int = 10000)
     return database
 
 
+SCHEMA_LOCK = 0x7469636B  # any fixed number; "tick" in ASCII
+
+
 def ensure_schema(database: pw.Database, ticket_number_start: int) -> None:
     """Create missing tables, record the schema version, seed the ticket counter."""
     with transaction(database):
+        if isinstance(database, pw.PostgresqlDatabase):
+            # Instances starting together (or a CLI beside a daemon) would
+            # otherwise deadlock on CREATE TABLE IF NOT EXISTS and the counter
+            # row; this transaction-scoped lock makes them take turns.
+            pw.Select(columns=[pw.fn.pg_advisory_xact_lock(SCHEMA_LOCK)]).bind(database).scalar()
         database.create_tables(models.MODELS, safe=True)
         version = models.SchemaMeta.get_or_none(models.SchemaMeta.key == "schema_version")
         if version is None:

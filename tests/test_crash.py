@@ -68,6 +68,11 @@ class Daemon:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def stop_for_good(self) -> None:
+        """Kill the daemon if it still runs (after a failure), and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.kill()
+
     def terminate(self) -> int:
         assert self.process is not None
         self.process.send_signal(signal.SIGTERM)
@@ -105,26 +110,28 @@ def test_sigkill_loses_nothing_and_doubles_nothing(tmp_path: Path, database_url:
     rng = random.Random(os.environ.get("CRASH_SEED", "20261125"))
 
     daemon.start()
-    thread = threading.Thread(target=sender, args=(port, ids, acknowledged, stop), daemon=True)
-    thread.start()
-    started = time.monotonic()
-    for _ in range(KILLS):
-        time.sleep(rng.uniform(0.1, 0.8))
-        daemon.kill()
-        time.sleep(rng.uniform(0.0, 0.3))
-        daemon.start()
-    thread.join(DEADLINE - (time.monotonic() - started))
-    stop.set()
-    assert acknowledged == set(ids), f"{len(ids) - len(acknowledged)} never acknowledged"
-
-    database = open_database(database_url, tmp_path)
     try:
-        wait_until_processed(database)
-        assert daemon.terminate() == 0
-        with database.connection_context():
-            assert_exactly_once(ids)
+        thread = threading.Thread(target=sender, args=(port, ids, acknowledged, stop), daemon=True)
+        thread.start()
+        started = time.monotonic()
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.1, 0.8))
+            daemon.kill()
+            time.sleep(rng.uniform(0.0, 0.3))
+            daemon.start()
+        thread.join(DEADLINE - (time.monotonic() - started))
+        stop.set()
+        assert acknowledged == set(ids), f"{len(ids) - len(acknowledged)} never acknowledged"
+        database = open_database(database_url, tmp_path)
+        try:
+            wait_until_processed(database)
+            assert daemon.terminate() == 0
+            with database.connection_context():
+                assert_exactly_once(ids)
+        finally:
+            database.close_all()
     finally:
-        database.close_all()
+        daemon.stop_for_good()  # a failing test must not leave a daemon behind
 
 
 def wait_until_processed(database: pw.Database) -> None:
