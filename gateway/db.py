@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
-from gateway import models
+from gateway import migrate, models
 from gateway.errors import ConfigError, StorageError
 
 P = ParamSpec("P")
@@ -38,9 +38,24 @@ _SQLITE_PRAGMAS = {
 }
 
 
+_clock: Callable[[], dt.datetime] | None = None
+
+
 def utcnow() -> dt.datetime:
-    """Now, as the naive UTC datetime every table stores."""
+    """Now, as the naive UTC datetime every table stores.
+
+    ``ticket-gateway demo`` replays weeks of support work in minutes by
+    setting a clock of its own (:func:`set_clock`); nothing else does.
+    """
+    if _clock is not None:
+        return _clock()
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def set_clock(clock: Callable[[], dt.datetime] | None) -> None:
+    """Make :func:`utcnow` read ``clock`` (naive UTC); None restores the real time."""
+    global _clock
+    _clock = clock
 
 
 def connect(url: str, base_dir: Path) -> pw.Database:
@@ -110,23 +125,28 @@ def open_database(url: str, base_dir: Path, *, ticket_number_start: int = 10000)
 SCHEMA_LOCK = 0x7469636B  # any fixed number; "tick" in ASCII
 
 
-def ensure_schema(database: pw.Database, ticket_number_start: int) -> None:
-    """Create missing tables, record the schema version, seed the ticket counter."""
+def ensure_schema(database: pw.Database, ticket_number_start: int) -> tuple[int, int]:
+    """Create missing tables, migrate to this release's schema, seed the ticket counter.
+
+    Returns the schema version found and the one now in place (equal when
+    nothing was migrated; both the latest for a new database).
+    """
     with transaction(database):
         if isinstance(database, pw.PostgresqlDatabase):
             # Instances starting together (or a CLI beside a daemon) would
             # otherwise deadlock on CREATE TABLE IF NOT EXISTS and the counter
             # row; this transaction-scoped lock makes them take turns.
             pw.Select(columns=[pw.fn.pg_advisory_xact_lock(SCHEMA_LOCK)]).bind(database).scalar()
-        database.create_tables(models.MODELS, safe=True)
-        version = models.SchemaMeta.get_or_none(models.SchemaMeta.key == "schema_version")
-        if version is None:
-            models.SchemaMeta.create(key="schema_version", value=str(models.SCHEMA_VERSION))
-        elif int(version.value) > models.SCHEMA_VERSION:
-            raise StorageError(
-                f"the database has schema version {version.value}, newer than this "
-                f"release's {models.SCHEMA_VERSION}; upgrade ticket-gateway"
-            )
+        # Existing tables are migrated first (their new columns and indexes),
+        # then tables new in this release are created; a database newer than
+        # this release is refused before anything is touched.
+        upgraded = migrate.upgrade(database)
+        # A database already complete gets no DDL at all: CREATE INDEX IF NOT
+        # EXISTS still locks its table on PostgreSQL, and a CLI command beside
+        # a busy daemon could then deadlock with the daemon's writes.
+        wanted = {m._meta.table_name for m in models.MODELS}
+        if upgraded[0] != upgraded[1] or not wanted <= set(database.get_tables()):
+            database.create_tables(models.MODELS, safe=True)
         models.Counter.insert(
             name="ticket", value=ticket_number_start - 1
         ).on_conflict_ignore().execute()
@@ -134,6 +154,7 @@ def ensure_schema(database: pw.Database, ticket_number_start: int) -> None:
         models.Counter.update(value=ticket_number_start - 1).where(
             (models.Counter.name == "ticket") & (models.Counter.value < ticket_number_start - 1)
         ).execute()
+    return upgraded
 
 
 def transaction(database: pw.Database) -> Any:

@@ -6,6 +6,7 @@ Tables in the order of the flow:
     inbound       one row per accepted message per mailbox: its envelope and
                   processing state (received -> processed | quarantined)
     ticket        the conversation; ``number`` is what people see
+    sla_clock     a ticket's SLA clocks (first/next response, resolution)
     participant   who may add to a ticket (requester, Cc'd colleagues, agents)
     message       a message of a ticket, inbound or outbound
     blob          attachment bytes, stored once per sha256
@@ -33,7 +34,7 @@ import peewee as pw
 
 database = pw.DatabaseProxy()
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class BaseModel(pw.Model):
@@ -103,8 +104,9 @@ class Ticket(BaseModel):
     STATUSES = ("new", "open", "waiting_on_customer", "resolved", "closed")
     PRIORITIES = ("low", "medium", "high", "urgent")
 
-    # backrefs, for mypy: participants, messages, events
+    # backrefs, for mypy: participants, messages, events, clocks
     participants: pw.ModelSelect[Participant]
+    clocks: pw.ModelSelect[SlaClock]
     messages: pw.ModelSelect[Message]
     events: pw.ModelSelect[Event]
 
@@ -120,6 +122,48 @@ class Ticket(BaseModel):
     assignee = pw.CharField(max_length=320, null=True)  # an agent's address
     created_at = pw.DateTimeField(index=True)
     updated_at = pw.DateTimeField()
+    # --- lifecycle: when things happened (SLA clocks are rows of sla_clock)
+    status_changed_at = pw.DateTimeField(null=True, index=True)
+    first_responded_at = pw.DateTimeField(null=True)
+    resolved_at = pw.DateTimeField(null=True, index=True)  # the latest resolution
+    closed_at = pw.DateTimeField(null=True, index=True)
+    reminded_at = pw.DateTimeField(null=True)  # waiting_on_customer reminder sent
+    # --- satisfaction, continuation, privacy
+    rating = pw.CharField(max_length=8, null=True)  # good | bad
+    rating_comment = pw.TextField(null=True)
+    rated_at = pw.DateTimeField(null=True)
+    continues = pw.BigIntegerField(null=True)  # number of the closed ticket this one follows
+    erased_at = pw.DateTimeField(null=True)  # the requester's personal data was erased
+
+
+class SlaClock(BaseModel):
+    """One SLA clock of a ticket: a response owed, or the resolution.
+
+    ``first_response`` starts with the ticket and ``resolution`` too; a
+    ``next_response`` clock starts when a customer writes again after an
+    answer. A clock runs in business time, pauses while the ticket waits on
+    the customer (``paused_at``; the pause is added to ``paused_seconds``
+    when it ends) and stops when an agent answers (responses) or the ticket
+    is resolved (resolution). ``due_at`` and ``warn_at`` are UTC instants
+    recomputed at every change, so the timed jobs only compare them with
+    now; ``warned_at`` and ``breached_at`` make each job happen once.
+    """
+
+    ticket = pw.ForeignKeyField(Ticket, backref="clocks", on_delete="CASCADE")
+    kind = pw.CharField(max_length=16)  # first_response | next_response | resolution
+    priority = pw.CharField(max_length=16)
+    target_seconds = pw.IntegerField(null=True)  # business seconds; None: measured only
+    started_at = pw.DateTimeField()
+    paused_at = pw.DateTimeField(null=True)
+    paused_seconds = pw.FloatField(default=0.0)  # business time paused, ended pauses
+    due_at = pw.DateTimeField(null=True, index=True)
+    warn_at = pw.DateTimeField(null=True, index=True)
+    warned_at = pw.DateTimeField(null=True)
+    breached_at = pw.DateTimeField(null=True)
+    stopped_at = pw.DateTimeField(null=True, index=True)
+    stopped_by = pw.CharField(max_length=320, null=True)  # the agent who answered
+    business_seconds = pw.FloatField(null=True)  # when stopped: running time, pauses excluded
+    late = pw.BooleanField(null=True)  # when stopped: after due_at
 
 
 class Participant(BaseModel):
@@ -331,6 +375,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     RawMessage,
     Inbound,
     Ticket,
+    SlaClock,
     Participant,
     Message,
     Blob,
