@@ -14,11 +14,12 @@ import os
 import re
 import shlex
 import tomllib
-from collections.abc import Callable, Mapping, Set
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence, Set
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gateway.businesstime import Hours
 from gateway.errors import ConfigError
 from gateway.parse import ParseLimits
 
@@ -88,8 +89,20 @@ MAILBOX_KEYS = frozenset(
         "max_agents",
         "copy_agents",
         "imap",
+        "timezone",
+        "hours",
+        "holidays",
+        "sla",
+        "category_priority",
+        "subaddress_categories",
+        "remind_after",
+        "auto_resolve_after",
+        "auto_close_after",
+        "reopen_window",
     }
 )
+SLA_KEYS = frozenset({"first_response", "next_response", "resolution", "warn_at"})
+PRIORITIES = ("low", "medium", "high", "urgent")
 _LANGUAGE_RE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 _ADDRESS_RE = re.compile(r"^[^@\s+]+@[^@\s]+\.[^@\s]+$")
 
@@ -175,6 +188,36 @@ class ImapSettings:
 
 
 @dataclass(frozen=True)
+class Sla:
+    """Targets per priority, in business seconds; a priority not listed has no target."""
+
+    first_response: tuple[tuple[str, int], ...] = (
+        ("urgent", 2 * 3600),
+        ("high", 6 * 3600),
+        ("medium", 24 * 3600),
+        ("low", 24 * 3600),
+    )
+    next_response: tuple[tuple[str, int], ...] = ()
+    resolution: tuple[tuple[str, int], ...] = ()
+    warn_at: float = 0.75  # share of a target after which the agents are warned
+
+    def target(self, kind: str, priority: str) -> int | None:
+        """The target in business seconds for ``kind`` (first_response, ...), or None."""
+        targets: tuple[tuple[str, int], ...] = getattr(self, kind)
+        return dict(targets).get(priority)
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    """Timed steps of a ticket's life, in seconds; None is off."""
+
+    remind_after: int | None = None  # remind a customer we wait for, after this long
+    auto_resolve_after: int | None = None  # resolve a ticket still waiting, after this long
+    auto_close_after: int = 24 * 3600  # close a resolved ticket nobody answered
+    reopen_window: int = 30 * 86400  # a reply to a ticket closed longer ago opens a new one
+
+
+@dataclass(frozen=True)
 class Mailbox:
     """One support address, how its tickets look, and who answers them."""
 
@@ -189,6 +232,11 @@ class Mailbox:
     max_agents: int = 0  # 0: no limit
     copy_agents: bool = True  # other agents get a copy of each agent's reply
     imap: ImapSettings | None = None  # also read from this IMAP account
+    hours: Hours = field(default_factory=Hours)  # business hours; always open by default
+    sla: Sla = field(default_factory=Sla)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    category_priority: tuple[tuple[str, str], ...] = ()  # category -> default priority
+    subaddress_categories: tuple[tuple[str, str], ...] = ()  # support+DETAIL@ -> category
 
     def agent(self, email: str) -> Agent | None:
         """The agent with this address, if any."""
@@ -202,6 +250,15 @@ class Mailbox:
     def addresses(self) -> tuple[str, ...]:
         """The main address and its aliases, lower-case."""
         return (self.address, *self.aliases)
+
+    def default_priority(self, category: str) -> str:
+        """The priority a new ticket in ``category`` starts with."""
+        return dict(self.category_priority).get(category, "medium")
+
+    def category_for(self, details: Sequence[str]) -> str | None:
+        """The category named by a recipient's +detail (support+billing@), if any."""
+        mapping = dict(self.subaddress_categories)
+        return next((mapping[d.lower()] for d in details if d.lower() in mapping), None)
 
     def format_tag(self, number: int) -> str:
         """The ticket tag as it appears in subjects, e.g. ``[#10023]``."""
@@ -508,12 +565,74 @@ class _Reader:
             copy_agents=self.value(data, p, "copy_agents", True, _bool),
             agents=self.agents(data.get("agent", []), p),
             imap=self.imap(data["imap"], p + "imap.") if "imap" in data else None,
+            hours=self.hours(data, p),
+            sla=self.sla(data.get("sla", {}), p + "sla."),
+            lifecycle=self.lifecycle(data, p),
+        )
+        categories = set(mailbox.categories) | {mailbox.category}
+        mailbox = replace(
+            mailbox,
+            category_priority=self.value(
+                data, p, "category_priority", (), _category_map(categories, PRIORITIES)
+            ),
+            subaddress_categories=self.value(
+                data, p, "subaddress_categories", (), _subaddress_map(categories)
+            ),
         )
         if mailbox.max_agents and len(mailbox.agents) > mailbox.max_agents:
             self.problem(
                 p + "agent", f"{len(mailbox.agents)} agents, over max_agents = {mailbox.max_agents}"
             )
         return mailbox
+
+    def hours(self, data: Mapping[str, Any], p: str) -> Hours:
+        """timezone, [mailbox.hours] and holidays, checked together."""
+        timezone = self.value(data, p, "timezone", "UTC", _text)
+        week = data.get("hours", {})
+        holidays = data.get("holidays", [])
+        if not isinstance(week, Mapping) or not all(isinstance(v, str) for v in week.values()):
+            self.problem(p + "hours", 'must be a table of day = "07:00-22:00" (or "off")')
+            week = {}
+        if not isinstance(holidays, list) or not all(isinstance(d, str) for d in holidays):
+            self.problem(p + "holidays", 'must be a list of dates such as ["2027-01-01"]')
+            holidays = []
+        # Built in steps, so that each problem is reported under its own key.
+        steps: tuple[tuple[str, Mapping[str, str], list[str]], ...] = (
+            ("timezone", {}, []),
+            ("holidays", {}, holidays),
+            ("hours", week, holidays),
+        )
+        hours = Hours()
+        for key, days, dates in steps:
+            try:
+                hours = Hours.build(timezone, days, dates)
+            except ValueError as exc:
+                self.problem(p + key, str(exc))
+                return Hours()
+        return hours
+
+    def sla(self, data: Any, p: str) -> Sla:
+        """[mailbox.sla]: targets per priority and the warning share."""
+        if not isinstance(data, Mapping):
+            self.problem(p[:-1], "must be a table ([mailbox.sla])")
+            return Sla()
+        self.unknown(data, p, SLA_KEYS)
+        d = Sla()
+        return Sla(
+            first_response=self.value(data, p, "first_response", d.first_response, _targets),
+            next_response=self.value(data, p, "next_response", (), _targets),
+            resolution=self.value(data, p, "resolution", (), _targets),
+            warn_at=self.value(data, p, "warn_at", d.warn_at, _percent),
+        )
+
+    def lifecycle(self, data: Mapping[str, Any], p: str) -> Lifecycle:
+        d = Lifecycle()
+        return Lifecycle(
+            remind_after=self.value(data, p, "remind_after", None, _optional_duration),
+            auto_resolve_after=self.value(data, p, "auto_resolve_after", None, _optional_duration),
+            auto_close_after=self.value(data, p, "auto_close_after", d.auto_close_after, _duration),
+            reopen_window=self.value(data, p, "reopen_window", d.reopen_window, _duration),
+        )
 
     def imap(self, data: Any, p: str) -> ImapSettings | None:
         """The [mailbox.imap] table; None (with problems noted) when unusable."""
@@ -736,6 +855,80 @@ def _duration(value: Any) -> int:
     if not isinstance(value, str):
         raise TypeError(f'must be a duration string such as "5d", not {value!r}')
     return parse_duration(value)
+
+
+def _optional_duration(value: Any) -> int | None:
+    """A duration, or "" / "off" for a step that is switched off."""
+    if isinstance(value, str) and value.strip().lower() in {"", "off"}:
+        return None
+    return _duration(value)
+
+
+def _targets(value: Any) -> tuple[tuple[str, int], ...]:
+    """``{ urgent = "2h", high = "6h" }``: a business-time target per priority."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f'must be a table such as {{ urgent = "2h", high = "6h" }}, not {value!r}')
+    targets = []
+    for priority, target in value.items():
+        if priority not in PRIORITIES:
+            raise ValueError(f"{priority!r} is not a priority (low, medium, high, urgent)")
+        seconds = _duration(target)
+        if seconds < 60:
+            raise ValueError(f"{priority} = {target!r}: a target must be at least 1min")
+        targets.append((priority, seconds))
+    return tuple(targets)
+
+
+def _percent(value: Any) -> float:
+    """``75`` or ``"75%"``: a share strictly between 0 and 100 percent."""
+    number = value.rstrip().removesuffix("%") if isinstance(value, str) else value
+    try:
+        share = float(number) / 100
+    except (TypeError, ValueError):
+        raise TypeError(f'must be a percentage such as 75 or "75%", not {value!r}') from None
+    if not 0 < share < 1 or isinstance(value, bool):
+        raise ValueError(f"{value!r} must be between 0 and 100 (exclusive)")
+    return share
+
+
+def _category_map(
+    categories: Set[str], priorities: Sequence[str]
+) -> Callable[[Any], tuple[tuple[str, str], ...]]:
+    """``{ billing = "high" }``: a known category to its default priority."""
+
+    def convert(value: Any) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, Mapping):
+            raise TypeError(f'must be a table such as {{ billing = "high" }}, not {value!r}')
+        pairs = []
+        for category, priority in value.items():
+            if category.lower() not in categories:
+                raise ValueError(f"{category!r} is not in this mailbox's categories")
+            if priority not in priorities:
+                raise ValueError(f"{category} = {priority!r}: not one of low, medium, high, urgent")
+            pairs.append((category.lower(), str(priority)))
+        return tuple(pairs)
+
+    return convert
+
+
+def _subaddress_map(categories: Set[str]) -> Callable[[Any], tuple[tuple[str, str], ...]]:
+    """``{ billing = "billing" }``: mail to support+billing@ opens a billing ticket."""
+
+    def convert(value: Any) -> tuple[tuple[str, str], ...]:
+        if not isinstance(value, Mapping):
+            raise TypeError(f'must be a table such as {{ billing = "billing" }}, not {value!r}')
+        pairs = []
+        for detail, category in value.items():
+            if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", detail.lower()):
+                raise ValueError(f"{detail!r} is not a subaddress such as billing")
+            if detail.lower().startswith(("bounce-", "agent-")):
+                raise ValueError(f"{detail!r}: bounce- and agent- subaddresses are the gateway's")
+            if not isinstance(category, str) or category.lower() not in categories:
+                raise ValueError(f"{detail} = {category!r}: not one of this mailbox's categories")
+            pairs.append((detail.lower(), category.lower()))
+        return tuple(pairs)
+
+    return convert
 
 
 def _outbound(value: Any) -> str:

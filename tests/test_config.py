@@ -39,8 +39,11 @@ def test_sample_configuration_is_valid() -> None:
 def test_sample_documents_every_key() -> None:
     """Each key the reader knows appears in the sample, so operators can find it."""
     sample = (ROOT / "mailboxes.toml").read_text()
-    for key in sorted(config.GATEWAY_KEYS | config.MAILBOX_KEYS - {"agent", "imap"}):
+    tables = {"agent", "imap", "hours", "sla"}
+    for key in sorted(config.GATEWAY_KEYS | config.MAILBOX_KEYS - tables | config.SLA_KEYS):
         assert f"\n{key} = " in sample, key
+    assert "\n[mailbox.sla]\n" in sample
+    assert "\n# [mailbox.hours]\n# monday = " in sample
     for key in ("email", "name", "role"):  # [[mailbox.agent]], shown commented out
         assert f"\n# {key} = " in sample, key
 
@@ -251,3 +254,87 @@ def test_route_plus_addresses() -> None:
     assert cfg.route("support@example.net") is None
     with pytest.raises(ConfigError):
         config.load(ROOT / "does-not-exist.toml")
+
+
+LIFECYCLE_MAILBOX = """
+[[mailbox]]
+address = "support@example.com"
+categories = ["general", "billing"]
+category_priority = { billing = "high" }
+subaddress_categories = { hoadon = "billing" }
+timezone = "Asia/Tehran"
+holidays = ["2027-03-21"]
+remind_after = "3d"
+auto_resolve_after = "off"
+auto_close_after = "48h"
+
+[mailbox.hours]
+saturday = "08:00-17:00"
+thu = "08:00-13:00"
+
+[mailbox.sla]
+first_response = { urgent = "1h" }
+resolution = { urgent = "8h" }
+warn_at = "80%"
+"""
+
+
+def test_lifecycle_keys_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "mailboxes.toml"
+    path.write_text(LIFECYCLE_MAILBOX, encoding="utf-8")
+    [mailbox] = config.load(path).mailboxes
+    assert mailbox.default_priority("billing") == "high"
+    assert mailbox.default_priority("general") == "medium"
+    assert mailbox.category_for(["HoaDon"]) == "billing"
+    assert mailbox.hours.timezone == "Asia/Tehran"
+    assert mailbox.hours.week[4] == ()  # friday: not named, so off
+    assert mailbox.sla.target("first_response", "urgent") == 3600
+    assert mailbox.sla.target("first_response", "medium") is None  # only what is listed
+    assert mailbox.sla.target("resolution", "urgent") == 8 * 3600
+    assert mailbox.sla.warn_at == 0.8
+    assert (mailbox.lifecycle.remind_after, mailbox.lifecycle.auto_resolve_after) == (259200, None)
+    assert mailbox.lifecycle.auto_close_after == 48 * 3600
+
+
+def test_bad_lifecycle_keys_name_file_and_key(tmp_path: Path) -> None:
+    result = check(
+        tmp_path,
+        """
+[[mailbox]]
+address = "support@example.com"
+categories = ["general"]
+category_priority = { billing = "high" }
+subaddress_categories = { bounce-x = "general" }
+timezone = "Asia/Saigon City"
+remind_after = "soon"
+
+[[mailbox]]
+address = "help@example.com"
+holidays = ["2027-02-30"]
+
+[[mailbox]]
+address = "sales@example.com"
+[mailbox.hours]
+monday = "9-5"
+[mailbox.sla]
+first_response = { critical = "1h" }
+warn_at = 150
+speed = "fast"
+""",
+    )
+    assert result.returncode == 2
+    path = str(tmp_path / "mailboxes.toml")
+    lines = result.stderr.strip().splitlines()
+    assert all(line.startswith(path + ": ") for line in lines), lines
+    keys = {line.split(": ")[1] for line in lines}
+    assert keys == {
+        "mailbox[0].category_priority",
+        "mailbox[0].subaddress_categories",
+        "mailbox[0].timezone",
+        "mailbox[0].remind_after",
+        "mailbox[1].holidays",
+        "mailbox[2].hours",
+        "mailbox[2].sla.first_response",
+        "mailbox[2].sla.warn_at",
+        "mailbox[2].sla.speed",
+    }, lines
