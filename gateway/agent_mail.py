@@ -25,12 +25,13 @@ import logging
 import re
 from collections.abc import Sequence
 
-from gateway import agents, authres, models, tickets
+from gateway import agents, authres, models, sla, tickets
 from gateway.classify import is_automated_address
 from gateway.commands import Command, parse_commands
 from gateway.config import Agent
+from gateway.db import utcnow
 from gateway.events import record
-from gateway.notify import Attached, Recipient, ticket_ref
+from gateway.notify import Attached, ticket_ref
 from gateway.parse import Address
 from gateway.quotes import strip_reply
 from gateway.tickets import Incoming, Outcome
@@ -215,20 +216,27 @@ def _post(
             inbound=incoming.inbound,
             message=message.id,
         )
-    applied = _apply(incoming, ticket, agent, commands, body)
     answered = message is not None and not note
+    if answered:
+        sla.on_agent_answer(ticket, incoming.mailbox, agent.email, utcnow())
+    old_status = ticket.status
+    applied = _apply(incoming, ticket, agent, commands, body)
     if answered and not any(c.name == "status" for c in commands):
         tickets.set_status(
             ticket,
             "waiting_on_customer",
+            mailbox=incoming.mailbox,
             actor=agent.email,
             inbound=incoming.inbound,
             why="agent replied",
         )
+    customers = incoming.notifier.customers(ticket)
     if answered:
-        incoming.notifier.agent_reply(
-            ticket, agent, body, _attached(incoming), _customers(ticket, incoming)
-        )
+        incoming.notifier.agent_reply(ticket, agent, body, _attached(incoming), customers)
+    elif ticket.status != old_status and ticket.status in {"resolved", "closed"}:
+        # Resolved or closed by a command alone: the customer hears of it
+        # (with the rating links) rather than finding out from the portal.
+        incoming.notifier.status_to_customers(ticket, old_status, customers)
     if message is not None and incoming.mailbox.copy_agents:
         for other in incoming.mailbox.agents:
             if other.email != agent.email:
@@ -253,11 +261,21 @@ def _apply(
     for command in commands:
         if command.name == "status":
             tickets.set_status(
-                ticket, command.value, actor=agent.email, inbound=inbound, why="agent command"
+                ticket,
+                command.value,
+                mailbox=incoming.mailbox,
+                actor=agent.email,
+                inbound=inbound,
+                why="agent command",
             )
         elif command.name in {"priority", "category"}:
             tickets.set_field(
-                ticket, command.name, command.value, actor=agent.email, inbound=inbound
+                ticket,
+                command.name,
+                command.value,
+                mailbox=incoming.mailbox,
+                actor=agent.email,
+                inbound=inbound,
             )
         elif command.name == "assign":
             target = agent.email if command.value == "me" else command.value
@@ -271,14 +289,21 @@ def _apply(
 
 
 def _assign(incoming: Incoming, ticket: models.Ticket, agent: Agent, target: str) -> None:
-    tickets.set_field(ticket, "assignee", target, actor=agent.email, inbound=incoming.inbound)
+    tickets.set_field(
+        ticket,
+        "assignee",
+        target,
+        mailbox=incoming.mailbox,
+        actor=agent.email,
+        inbound=incoming.inbound,
+    )
     assignee = incoming.mailbox.agent(target)
     if assignee is not None and assignee.email != agent.email:
         incoming.notifier.to_agent(
             ticket,
             "ticket_assigned",
             assignee,
-            message=_latest_customer_message(ticket),
+            message=tickets.latest_customer_message(ticket),
             agent={"name": agent.name, "email": agent.email},
         )
 
@@ -286,7 +311,7 @@ def _assign(incoming: Incoming, ticket: models.Ticket, agent: Agent, target: str
 def _escalate(incoming: Incoming, ticket: models.Ticket, agent: Agent, body: str) -> None:
     """Hand the ticket to the mailbox's admins: record it and tell each of them."""
     record(ticket, "escalated", actor=agent.email, inbound=incoming.inbound, note=body)
-    latest = _latest_customer_message(ticket)
+    latest = tickets.latest_customer_message(ticket)
     for admin in incoming.mailbox.admins:
         incoming.notifier.to_agent(
             ticket,
@@ -341,27 +366,9 @@ def _may_write_to(email: str, incoming: Incoming) -> bool:
     )
 
 
-def _customers(ticket: models.Ticket, incoming: Incoming) -> list[Recipient]:
-    """The ticket's customer participants, who hear an agent's answer."""
-    staff = {a.email for a in incoming.mailbox.agents} | incoming.own_addresses
-    query = ticket.participants.where(models.Participant.role == "customer").order_by(
-        models.Participant.id
-    )
-    return [Recipient(p.email, p.name) for p in query if p.email not in staff]
-
-
 def _attached(incoming: Incoming) -> list[Attached]:
     return [
         Attached(a.filename, a.content_type, a.data)
         for a in incoming.parsed.attachments
         if not a.inline
     ]
-
-
-def _latest_customer_message(ticket: models.Ticket) -> models.Message | None:
-    found: models.Message | None = (
-        ticket.messages.where(models.Message.author_role == "customer")
-        .order_by(models.Message.id.desc())
-        .first()
-    )
-    return found

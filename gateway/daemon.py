@@ -29,6 +29,7 @@ from gateway.db import Store, open_database, redact
 from gateway.deliver import transport_from_url
 from gateway.errors import ConfigError
 from gateway.intake import Intake
+from gateway.lifecycle import Jobs
 from gateway.notify import Notifier
 from gateway.outbox import OutboxWorker
 from gateway.poller import Poller
@@ -57,6 +58,7 @@ class Gateway:
         self._poller_tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.scheduler: AsyncIOScheduler | None = None
+        self.jobs: Jobs | None = None
         self.portal: Portal | None = None
 
     async def start(self) -> None:
@@ -89,7 +91,8 @@ class Gateway:
         if cfg.portal_listen is not None:
             await self._serve_portal(intake, cfg.portal_listen)
         self._start_pollers(intake)
-        self.scheduler = scheduler.start(self.store)
+        self.jobs = Jobs(self.config, self.notifier)
+        self.scheduler = scheduler.start(self.store, self.jobs, on_queued=self.outbox.wake)
         log.info(
             "ready: %d mailbox(es): %s",
             len(self.config.mailboxes),
@@ -162,6 +165,7 @@ class Gateway:
             self.notifier,
             self.outbox,
             self.portal,
+            self.jobs,
             *self.handlers.values(),
         )
         for component in components:

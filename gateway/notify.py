@@ -14,14 +14,16 @@ from __future__ import annotations
 import datetime as dt
 import email.errors
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import make_msgid
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import peewee as pw
 
-from gateway import keys, models, outbox
+from gateway import keys, models, outbox, ratings
 from gateway.agents import personal_address
 from gateway.classify import is_automated_address
 from gateway.config import Agent, Config, Mailbox, Rate
@@ -35,8 +37,6 @@ log = logging.getLogger("gateway.notify")
 
 # A code mail carries no link: whoever reads it already has the session.
 NO_LINK = frozenset({"verification_code"})
-RESPONSE_HOURS = 24  # first-response target shown in acknowledgements
-AUTO_CLOSE_HOURS = 24  # resolved tickets close after this long without a reply
 MAX_REFERENCES = 20
 
 
@@ -114,7 +114,55 @@ class Notifier:
                 agent={"name": agent.name, "email": ""},
                 message={"author_name": agent.name, "author_email": "", "text": text},
                 status=ticket.status,
+                **self._rating(ticket, recipient.email),
             )
+
+    def status_to_customers(
+        self, ticket: models.Ticket, old_status: str, recipients: Sequence[Recipient]
+    ) -> None:
+        """Tell the customers their ticket was resolved or closed, with the rating links."""
+        event = "ticket_closed" if ticket.status == "closed" else "status_changed"
+        in_reply_to, references = thread_of(ticket)
+        for recipient in recipients:
+            self.send(
+                ticket,
+                event,
+                recipient,
+                in_reply_to=in_reply_to,
+                references=references,
+                status=ticket.status,
+                old_status=old_status,
+                **self._rating(ticket, recipient.email),
+            )
+
+    def waiting_reminder(
+        self, ticket: models.Ticket, recipients: Sequence[Recipient], resolve_days: int | None
+    ) -> None:
+        """Remind the customers that we are waiting for their answer."""
+        in_reply_to, references = thread_of(ticket)
+        for recipient in recipients:
+            self.send(
+                ticket,
+                "waiting_reminder",
+                recipient,
+                in_reply_to=in_reply_to,
+                references=references,
+                resolve_days=resolve_days,
+            )
+
+    def customers(self, ticket: models.Ticket) -> list[Recipient]:
+        """The ticket's customer participants: who hears an agent's answer."""
+        staff = {a.email for a in self._mailbox(ticket).agents} | self.config.own_addresses()
+        query = ticket.participants.where(models.Participant.role == "customer").order_by(
+            models.Participant.id
+        )
+        return [Recipient(p.email, p.name) for p in query if p.email not in staff]
+
+    def _rating(self, ticket: models.Ticket, email: str) -> dict[str, Any]:
+        """Rating links for mail that tells a customer their ticket is resolved."""
+        if ticket.status not in {"resolved", "closed"} or ticket.rating is not None:
+            return {}
+        return ratings.links(self.config.gateway.portal_url, self.secret, ticket, email)
 
     # --- to agents ------------------------------------------------------------
 
@@ -125,10 +173,14 @@ class Notifier:
 
     def agents_customer_reply(self, ticket: models.Ticket, message: models.Message) -> None:
         """customer_reply to the assignee, or to every agent when nobody is assigned."""
+        for agent in self.responsible(ticket):
+            self.to_agent(ticket, "customer_reply", agent, message=message)
+
+    def responsible(self, ticket: models.Ticket) -> tuple[Agent, ...]:
+        """The assignee, or every agent of the mailbox when nobody (known) is assigned."""
         mailbox = self._mailbox(ticket)
         assignee = mailbox.agent(ticket.assignee) if ticket.assignee else None
-        for agent in [assignee] if assignee else mailbox.agents:
-            self.to_agent(ticket, "customer_reply", agent, message=message)
+        return (assignee,) if assignee else mailbox.agents
 
     def to_agent(
         self,
@@ -271,9 +323,9 @@ class Notifier:
             "requester": {"name": "", "email": ""},
             "recipient": {"name": recipient.name, "email": recipient.email},
             "portal_url": None,
-            "response_hours": RESPONSE_HOURS,
+            "response_hours": None,
             "back_at": None,
-            "auto_close_hours": AUTO_CLOSE_HOURS,
+            "auto_close_hours": round(mailbox.lifecycle.auto_close_after / 3600),
             "message": None,
             "agent": None,
             "status": None,
@@ -288,6 +340,8 @@ class Notifier:
             "note": "",
             "attachments": [],
             "personal_address": None,
+            "sla": None,
+            "resolve_days": None,
         }
         if ticket is not None:
             values["ticket"] = {
@@ -297,9 +351,13 @@ class Notifier:
                 "status": ticket.status,
                 "priority": ticket.priority,
                 "category": ticket.category,
+                "assignee": ticket.assignee,
                 "created_at": iso(ticket.created_at),
             }
             values["requester"] = {"name": ticket.requester_name, "email": ticket.requester_email}
+            target = mailbox.sla.target("first_response", ticket.priority)
+            values["response_hours"] = math.ceil(target / 3600) if target else None
+            values["back_at"] = back_at(mailbox, utcnow())
         values.update(extra)
         return values
 
@@ -350,6 +408,34 @@ class Notifier:
         if mailbox is None:  # the ticket's mailbox was removed from the configuration
             return Mailbox(address=ticket.mailbox, name=ticket.mailbox)
         return mailbox
+
+
+def local_time(mailbox: Mailbox, moment: dt.datetime) -> str:
+    """A UTC instant as the mailbox's team reads it: ``2026-11-30 07:00 (Asia/Tehran)``."""
+    zone = ZoneInfo(mailbox.hours.timezone)
+    local = moment.replace(tzinfo=dt.UTC).astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} ({mailbox.hours.timezone})"
+
+
+def duration_text(seconds: float) -> str:
+    """``1 h 30 min``, ``3 d``, ``45 min``: a duration as people write it."""
+    minutes = round(seconds / 60)
+    days, rest = divmod(minutes, 1440)
+    hours, minutes = divmod(rest, 60)
+    parts = [f"{days} d" if days else "", f"{hours} h" if hours else ""]
+    parts.append(f"{minutes} min" if minutes or not any(parts) else "")
+    return " ".join(p for p in parts if p)
+
+
+def back_at(mailbox: Mailbox, now: dt.datetime) -> str | None:
+    """When the team is back, if it is outside business hours now; else None."""
+    hours = mailbox.hours
+    if hours.always_open or hours.is_open(now):
+        return None
+    try:
+        return local_time(mailbox, hours.next_open(now))
+    except ValueError:  # closed for years: say nothing rather than something wrong
+        return None
 
 
 def message_context(message: models.Message | None) -> dict[str, str] | None:

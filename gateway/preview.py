@@ -31,9 +31,13 @@ EVENTS = (
     "ticket_assigned",
     "address_misuse",
     "guest_link",
+    "sla_warning",
+    "sla_breached",
+    "waiting_reminder",
 )
 
 _EXAMPLE_TEXT = "Hello,\n\nmy printer shows error E42 since this morning.\n\nThanks,\nLan"
+_EXAMPLE_RATING = "https://support.example.com/rate/EXAMPLE"
 
 
 def render(config: Config, event: str, lang: str | None, number: int | None) -> str:
@@ -110,6 +114,30 @@ def _extras(event: str) -> dict[str, object]:
         extras["note"] = "The customer asks for a refund."
     if event == "status_changed":
         extras.update(status="resolved", old_status="open")
+    if event in {"agent_reply", "status_changed", "ticket_closed"}:
+        extras.update(
+            rating_good_url=f"{_EXAMPLE_RATING}/good", rating_bad_url=f"{_EXAMPLE_RATING}/bad"
+        )
+    if event == "agent_reply":
+        extras["status"] = "resolved"  # the answer resolved the ticket: the rating block shows
+    if event == "sla_warning":
+        extras["sla"] = {
+            "kind": "first_response",
+            "due_at": "2025-11-24 14:30 (Asia/Ho_Chi_Minh)",
+            "left": "1 h 30 min",
+            "late": "",
+            "target": "6 h",
+        }
+    if event == "sla_breached":
+        extras["sla"] = {
+            "kind": "resolution",
+            "due_at": "2025-11-24 14:30 (Asia/Ho_Chi_Minh)",
+            "left": "",
+            "late": "2 h 10 min",
+            "target": "24 h",
+        }
+    if event == "waiting_reminder":
+        extras["resolve_days"] = 3
     if event == "verification_code":
         extras.update(code="123456", code_minutes=10)
     return extras

@@ -1,27 +1,38 @@
 """Scheduler: the daemon's timed work, on its own event loop (APScheduler).
 
-For now one job: purge what has expired in the portal (one-time codes, links
-past their lifetime, sessions past their timeouts), so that nothing a
-stranger can create, such as an anonymous session from opening a form, piles
-up. SLA clocks, reminders and auto-close join here with the ticket lifecycle
-work. Each job runs its database work in the Store's threads, never on the
-loop; a job that fails is logged and tried again at its next turn.
+Two jobs:
+
+    lifecycle   every minute: SLA warnings and breaches, reminders to
+                customers we wait on, auto-resolve and auto-close
+                (:mod:`gateway.lifecycle`)
+    purge       every ten minutes: what has expired in the portal (one-time
+                codes, links past their lifetime, sessions past their
+                timeouts), so nothing a stranger can create piles up
+
+Both run once at start, which is how work that fell due while the daemon
+was down gets done (once: every job marks what it did). Each job runs its
+database work in the Store's threads, never on the loop; a job that fails
+is logged and tried again at its next turn. The last run of each job is
+kept for ``ticket-gateway status``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.db import Store, transaction
+from gateway.db import Store, transaction, utcnow
+from gateway.lifecycle import Jobs
 from gateway.models import database
 from gateway.portal import access
 
 log = logging.getLogger("gateway.scheduler")
 
 PURGE_EVERY = 600  # seconds
+LIFECYCLE_EVERY = 60  # seconds: SLA warnings are due to the minute
 
 
 def purge_expired() -> int:
@@ -30,28 +41,58 @@ def purge_expired() -> int:
         return access.purge()
 
 
-def start(store: Store) -> AsyncIOScheduler:
-    """Start the scheduler on the running loop with every job."""
+def start(
+    store: Store, jobs: Jobs, on_queued: Callable[[], None] = lambda: None
+) -> AsyncIOScheduler:
+    """Start the scheduler on the running loop with every job.
+
+    ``on_queued`` is called after the lifecycle job queued mail, to wake the
+    outbox worker.
+    """
     scheduler = AsyncIOScheduler()
 
     async def purge() -> None:
-        try:
-            removed = await store.run(purge_expired)
-        except Exception:  # logged, and tried again at the next turn
-            log.exception("purge of expired portal data failed")
-            return
+        removed = await store.run(purge_expired)
         if removed:
             log.info("purged %d expired portal code(s), link(s) and session(s)", removed)
 
-    # The first run at start catches up on what expired while the daemon was down.
-    scheduler.add_job(
-        purge,
-        "interval",
-        seconds=PURGE_EVERY,
-        id="purge",
-        coalesce=True,
-        max_instances=1,
-        next_run_time=dt.datetime.now(dt.UTC),
-    )
+    async def lifecycle() -> None:
+        done = await store.run(jobs.run_all)
+        if any(done.values()):
+            log.info("lifecycle: %s", ", ".join(f"{k} {v}" for k, v in done.items() if v))
+            on_queued()
+
+    for name, job, every in (
+        ("lifecycle", lifecycle, LIFECYCLE_EVERY),
+        ("purge", purge, PURGE_EVERY),
+    ):
+        scheduler.add_job(
+            _guarded(name, job),
+            "interval",
+            seconds=every,
+            id=name,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
     scheduler.start()
     return scheduler
+
+
+LAST_RUNS: dict[str, dict[str, str | None]] = {}
+
+
+def _guarded(name: str, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``job``, logging (not raising) its failure and noting when it last ran."""
+
+    async def run() -> None:
+        started = utcnow().isoformat() + "Z"
+        try:
+            await job()
+        except Exception as exc:  # logged, and tried again at the next turn
+            log.exception("%s job failed", name)
+            LAST_RUNS[name] = {"at": started, "error": str(exc) or type(exc).__name__}
+            return
+        LAST_RUNS[name] = {"at": started, "error": None}
+
+    return run

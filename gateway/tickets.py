@@ -11,11 +11,12 @@ ticket lives here.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
 
-from gateway import bounces, keys, language, models, thread
+from gateway import bounces, keys, language, models, sla, thread
 from gateway.classify import Verdict, is_automated_address
 from gateway.config import Config, Mailbox
 from gateway.db import utcnow
@@ -97,7 +98,13 @@ def apply(incoming: Incoming) -> Outcome:
         parsed.references,
         verdict.original_message_ids if verdict.bounce else (),
     )
-    candidates = thread.candidates(incoming.mailbox, parsed.subject, ids)
+    # An erased customer's ticket is no one's to point at any more: nothing
+    # more is written onto it, and its old requester starts afresh.
+    candidates = [
+        c
+        for c in thread.candidates(incoming.mailbox, parsed.subject, ids)
+        if c.ticket.erased_at is None
+    ]
     sender = incoming.sender.email
     joined = next((c for c in candidates if thread.is_participant(c.ticket, sender)), None)
     if verdict.auto:
@@ -182,16 +189,30 @@ def set_status(
     ticket: models.Ticket,
     status: str,
     *,
+    mailbox: Mailbox,
     actor: str,
     inbound: models.Inbound | None = None,
     why: str = "",
-) -> None:
-    """Change the status, recording the transition (no-op when unchanged)."""
+) -> bool:
+    """Change the status, recording the transition and moving the SLA clocks.
+
+    Returns False (and does nothing) when the status is already ``status``.
+    """
     if ticket.status == status:
-        return
-    old, ticket.status, ticket.updated_at = ticket.status, status, utcnow()
+        return False
+    now = utcnow()
+    old, ticket.status, ticket.updated_at = ticket.status, status, now
+    ticket.status_changed_at = now
+    if status == "resolved":
+        ticket.resolved_at = now
+    if status == "closed":
+        ticket.closed_at = now
+    if status in sla.RUNNING:
+        ticket.reminded_at = None  # a later wait gets its own reminder
     ticket.save()
+    sla.on_status(ticket, mailbox, old, status, now)
     record(ticket, "status_changed", actor=actor, inbound=inbound, old=old, new=status, why=why)
+    return True
 
 
 def _apply_auto(
@@ -231,8 +252,14 @@ def _apply_auto(
 
 
 def _follow_up(incoming: Incoming, joined: thread.Candidate) -> Outcome:
-    """A participant's reply: added with quotes stripped; reopens a finished ticket."""
+    """A participant's reply: added with quotes stripped; reopens a finished ticket.
+
+    A ticket closed longer ago than the reopen window is not reopened: the
+    reply starts a new ticket that continues it.
+    """
     ticket = joined.ticket
+    if _closed_long_ago(incoming, ticket):
+        return _continue(incoming, ticket)
     message = add_message(incoming, ticket, text=strip_reply(incoming.parsed.text))
     if joined.via == "reply-key":
         # Only a sender proven by their key may widen the circle. A From is
@@ -252,6 +279,7 @@ def _follow_up(incoming: Incoming, joined: thread.Candidate) -> Outcome:
         set_status(
             ticket,
             "open",
+            mailbox=incoming.mailbox,
             actor=incoming.sender.email,
             inbound=incoming.inbound,
             why="customer replied",
@@ -259,11 +287,46 @@ def _follow_up(incoming: Incoming, joined: thread.Candidate) -> Outcome:
     else:
         ticket.updated_at = utcnow()
         ticket.save()
+    sla.on_customer_message(ticket, incoming.mailbox, utcnow())
     incoming.notifier.agents_customer_reply(ticket, message)
     return Outcome("followed_up", ticket.number)
 
 
-def _create(incoming: Incoming, *, auto: bool, acknowledge: bool = True) -> models.Ticket:
+def _closed_long_ago(incoming: Incoming, ticket: models.Ticket) -> bool:
+    """Whether ``ticket`` was closed longer ago than the mailbox's reopen window."""
+    if ticket.status != "closed" or ticket.closed_at is None:
+        return False
+    window = dt.timedelta(seconds=incoming.mailbox.lifecycle.reopen_window)
+    return bool(ticket.closed_at < utcnow() - window)
+
+
+def _continue(incoming: Incoming, closed: models.Ticket) -> Outcome:
+    """A reply to a ticket closed long ago opens a new ticket that names the old one.
+
+    The old ticket's history stays as it was (its figures are in reports
+    already); the new one gets the customer's whole message, the old
+    ticket's participants and the usual acknowledgement.
+    """
+    ticket = _create(incoming, auto=False, continues=closed)
+    people = [Address(p.name, p.email) for p in closed.participants if p.role == "customer"]
+    add_participants(ticket, people)
+    record(
+        closed,
+        "continued_in",
+        actor=incoming.sender.email,
+        inbound=incoming.inbound,
+        new_ticket=ticket.number,
+    )
+    return Outcome("created", ticket.number)
+
+
+def _create(
+    incoming: Incoming,
+    *,
+    auto: bool,
+    acknowledge: bool = True,
+    continues: models.Ticket | None = None,
+) -> models.Ticket:
     """A new ticket with the message as its first, whole, message.
 
     The requester is acknowledged unless the message was automatic (never
@@ -274,6 +337,10 @@ def _create(incoming: Incoming, *, auto: bool, acknowledge: bool = True) -> mode
     ticket = open_ticket(incoming, sender)
     if incoming.inbound.protocol == "portal":
         _portal_choices(incoming, ticket)
+    if continues is not None:
+        ticket.continues = continues.number
+        ticket.save()
+    sla.on_created(ticket, incoming.mailbox, ticket.created_at)
     add_participants(ticket, [sender, *_copied(incoming)])
     message = add_message(incoming, ticket, text=parsed.text, auto=auto)
     record(
@@ -283,6 +350,7 @@ def _create(incoming: Incoming, *, auto: bool, acknowledge: bool = True) -> mode
         inbound=incoming.inbound,
         message=message.id,
         auto=auto,
+        **({"continues": continues.number} if continues is not None else {}),
     )
     if not auto:
         if acknowledge and sender.email:
@@ -302,6 +370,7 @@ def _portal_choices(incoming: Incoming, ticket: models.Ticket) -> None:
     priority = headers.get("x-gateway-portal-priority", "").strip().lower()
     if category and (category in incoming.mailbox.categories or category == ticket.category):
         ticket.category = category
+        ticket.priority = incoming.mailbox.default_priority(category)
     if priority in models.Ticket.PRIORITIES:
         ticket.priority = priority
     ticket.save()
@@ -311,13 +380,16 @@ def open_ticket(incoming: Incoming, requester: Address) -> models.Ticket:
     """Insert a ticket for ``requester`` in the message's mailbox, numbered and dated."""
     mailbox, parsed = incoming.mailbox, incoming.parsed
     now = utcnow()
+    category = mailbox.category_for(incoming.details()) or mailbox.category
     ticket: models.Ticket = models.Ticket.create(
         number=next_ticket_number(),
         mailbox=mailbox.address,
         subject=thread.strip_tags(mailbox, parsed.subject),
         requester_email=requester.email.lower(),
         requester_name=requester.name,
-        category=mailbox.category,
+        category=category,
+        priority=mailbox.default_priority(category),
+        status_changed_at=now,
         language=language.detect(
             parsed.subject,
             parsed.text,
@@ -336,10 +408,14 @@ def set_field(
     field: str,
     value: str | None,
     *,
+    mailbox: Mailbox,
     actor: str,
     inbound: models.Inbound | None = None,
 ) -> None:
-    """Change priority, category or assignee, recording the change (no-op when unchanged)."""
+    """Change priority, category or assignee, recording the change (no-op when unchanged).
+
+    A new priority gives the running SLA clocks that priority's targets.
+    """
     assert field in {"priority", "category", "assignee"}
     old = getattr(ticket, field)
     if old == value:
@@ -347,6 +423,8 @@ def set_field(
     setattr(ticket, field, value)
     ticket.updated_at = utcnow()
     ticket.save()
+    if field == "priority":
+        sla.on_priority(ticket, mailbox)
     record(ticket, f"{field}_changed", actor=actor, inbound=inbound, old=old, new=value)
 
 
@@ -476,3 +554,13 @@ def _store_attachment(
         content_id=content_id,
         inline=inline,
     )
+
+
+def latest_customer_message(ticket: models.Ticket) -> models.Message | None:
+    """The customer's most recent message on ``ticket``, for agents' notifications."""
+    found: models.Message | None = (
+        ticket.messages.where(models.Message.author_role == "customer")
+        .order_by(models.Message.id.desc())
+        .first()
+    )
+    return found

@@ -418,7 +418,9 @@ def test_close_once_resolved(portal: GatewayThread) -> None:
     with portal.db():
         from gateway import tickets
 
-        tickets.set_status(models.Ticket.get(), "resolved", actor="test")
+        tickets.set_status(
+            models.Ticket.get(), "resolved", mailbox=portal.config.mailboxes[0], actor="test"
+        )
 
     async def scenario() -> None:
         async with Guest(portal) as guest:
@@ -534,7 +536,10 @@ def test_my_tickets_filter_by_status_and_date(portal: GatewayThread) -> None:
         from gateway import tickets
 
         tickets.set_status(
-            models.Ticket.get(models.Ticket.number == 10001), "resolved", actor="test"
+            models.Ticket.get(models.Ticket.number == 10001),
+            "resolved",
+            mailbox=portal.config.mailboxes[0],
+            actor="test",
         )
 
     async def listings() -> list[str]:

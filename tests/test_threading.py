@@ -18,7 +18,9 @@ On Mon, 3 Jun 2024 at 10:15, Example Support <support@example.com> wrote:
 def set_status(gateway: GatewayThread, number: int, status: str) -> None:
     with gateway.db():
         ticket = models.Ticket.get(models.Ticket.number == number)
-        tickets.set_status(ticket, status, actor="test")
+        mailbox = gateway.config.mailbox(ticket.mailbox)
+        assert mailbox is not None
+        tickets.set_status(ticket, status, mailbox=mailbox, actor="test")
 
 
 def test_reply_by_in_reply_to_joins_the_ticket_with_quotes_stripped(gateway: GatewayThread) -> None:

@@ -13,6 +13,10 @@
     POST /tickets/{n}/close        close a resolved ticket
     GET  /new, POST /new           a new request, created once the address is verified
     GET  /link, POST /link         a fresh link, sent only to the address on the ticket
+    GET  /rate/{n}/{token}/{r}     record a one-click rating (good|bad) from the
+                                   resolve mail; the page offers a comment
+    POST /rate/{n}/{token}/{r}     the optional comment (the signed token is the
+                                   credential: no session, no code needed)
     POST /logout
 
 Every response carries a strict Content-Security-Policy (no script at all),
@@ -38,7 +42,7 @@ from typing import Any
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from gateway import keys, models, tickets
+from gateway import keys, models, ratings, tickets
 from gateway.config import Config
 from gateway.db import Store, transaction, utcnow
 from gateway.intake import Delivery, Envelope, Intake
@@ -118,6 +122,8 @@ class Portal:
                 web.post("/new", self.new_request),
                 web.get("/link", self.link_form),
                 web.post("/link", self.link_request),
+                web.get(r"/rate/{number:\d+}/{token}/{rating:good|bad}", self.rate),
+                web.post(r"/rate/{number:\d+}/{token}/{rating:good|bad}", self.rate),
                 web.post("/logout", self.logout),
                 web.static("/static", str(PACKAGE_TEMPLATES / "portal" / "static")),
             ]
@@ -507,10 +513,41 @@ class Portal:
         session = await self.verified(request)
         number = int(request.match_info["number"])
         await self.form(request, session)
-        closed = await self.store.run(_close, number, session.email or "")
+        closed = await self.store.run(_close, self.config, number, session.email or "")
         if not closed:
             raise web.HTTPNotFound()
         return self.redirect(f"/tickets/{number}?closed=1", session)
+
+    # --- satisfaction -------------------------------------------------------------
+
+    async def rate(self, request: web.Request) -> web.Response:
+        """Record the rating a link names; a POST adds the customer's comment."""
+        comment = None
+        if request.method == "POST":
+            data = await request.post()
+            comment = str(data.get("comment", ""))
+        found = await self.store.run(
+            _rate,
+            self.secret,
+            int(request.match_info["number"]),
+            request.match_info["token"],
+            request.match_info["rating"],
+            comment,
+        )
+        if found is None:
+            raise web.HTTPNotFound()
+        return await self.page(
+            request,
+            "rating",
+            None,
+            ticket_language=found.language,
+            number=found.number,
+            rating=request.match_info["rating"],
+            comment=found.rating_comment or "",
+            commented=comment is not None,
+            max_comment=ratings.MAX_COMMENT,
+            action=request.path,
+        )
 
     # --- new requests and fresh links -----------------------------------------
 
@@ -761,13 +798,32 @@ def _attachment(number: int, attachment_id: int, email: str) -> tuple[str, str, 
     return found.filename, found.content_type, bytes(found.blob.data)
 
 
-def _close(number: int, email: str) -> bool:
+def _rate(
+    secret: bytes, number: int, token: str, rating: str, comment: str | None
+) -> models.Ticket | None:
+    """Record the rating if ``token`` is a customer's of ticket ``number``; the ticket."""
+    with transaction(models.database.obj):
+        ticket = models.Ticket.get_or_none(models.Ticket.number == number)
+        if ticket is None or not secret:
+            return None
+        rater = ratings.rater(secret, ticket, token)
+        if rater is None:
+            return None
+        ratings.rate(ticket, rating, rater, comment)
+        return ticket
+
+
+def _close(config: Config, number: int, email: str) -> bool:
     with transaction(models.database.obj):
         ticket = _ticket_for(number, email)
         if ticket is None or ticket.status != "resolved":
             return ticket is not None and ticket.status == "closed"
         tickets.set_status(
-            ticket, "closed", actor=email, why="closed by the customer in the portal"
+            ticket,
+            "closed",
+            mailbox=config.mailbox(ticket.mailbox) or config.mailboxes[0],
+            actor=email,
+            why="closed by the customer in the portal",
         )
     return True
 
