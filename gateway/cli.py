@@ -17,14 +17,27 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import peewee as pw
 
-from gateway import __version__, agents, config, outbox, preview, queries
+from gateway import (
+    __version__,
+    agents,
+    config,
+    demo,
+    models,
+    outbox,
+    preview,
+    privacy,
+    queries,
+    report,
+    report_text,
+)
 from gateway.daemon import load_secret, serve
-from gateway.db import open_database
-from gateway.errors import ConfigError, GatewayError
+from gateway.db import Store, connect, ensure_schema, open_database, redact, transaction, utcnow
+from gateway.errors import ConfigError, GatewayError, StorageError
 from gateway.notify import Notifier
 from gateway.portal.access import revoke_links
 from gateway.process import process_inbound, release
@@ -77,6 +90,60 @@ def build_parser() -> argparse.ArgumentParser:
         "validate the configuration; exit 2 with one line per problem",
     )
 
+    _command(
+        commands,
+        "migrate",
+        cmd_migrate,
+        "upgrade the database schema to this release's (the daemon also does it at start)",
+    )
+
+    reporter = _command(
+        commands,
+        "report",
+        cmd_report,
+        "tickets opened and resolved, response and resolution times, SLA, CSAT",
+        json_flag=True,
+    )
+    reporter.add_argument("--mailbox", metavar="ADDR", help="only this mailbox")
+    reporter.add_argument(
+        "--since", type=_date, metavar="DATE", help="from DATE (YYYY-MM-DD or ISO time, UTC)"
+    )
+    reporter.add_argument(
+        "--until", type=_date, metavar="DATE", help="before DATE (YYYY-MM-DD or ISO time, UTC)"
+    )
+
+    people = commands.add_parser("customers", help="a customer's personal data (GDPR)")
+    sub = people.add_subparsers(dest="customers_command", required=True, metavar="ACTION")
+    forget = _command(
+        sub,
+        "forget",
+        cmd_customers_forget,
+        "erase a customer's personal data everywhere; tickets' numbers, times and "
+        "statuses stay for reports",
+    )
+    forget.add_argument("email", metavar="EMAIL")
+    exporter = _command(
+        sub,
+        "export",
+        cmd_customers_export,
+        "write everything stored about a customer as JSON, with their attachments",
+    )
+    exporter.add_argument("email", metavar="EMAIL")
+    exporter.add_argument(
+        "--output", metavar="DIR", default=".", help="folder to write into (default: here)"
+    )
+
+    demo_parser = _command(
+        commands,
+        "demo",
+        cmd_demo,
+        "load two weeks of realistic tickets (en, vi, fa) through the real intake, to try "
+        "report and tickets list --action-required",
+    )
+    demo_parser.add_argument(
+        "--force", action="store_true", help="even if the database already holds tickets"
+    )
+
     tickets = commands.add_parser("tickets", help="list and show tickets")
     sub = tickets.add_subparsers(dest="tickets_command", required=True, metavar="ACTION")
     lister = _command(sub, "list", cmd_tickets_list, "list tickets, newest first", json_flag=True)
@@ -98,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lister.add_argument(
         "--search", metavar="TEXT", help="in the requester's name or address and the subject"
+    )
+    lister.add_argument(
+        "--action-required",
+        action="store_true",
+        help="only tickets waiting on us (new, open), most urgent first, with the time left",
     )
     lister.add_argument("--limit", type=int, default=500, help=argparse.SUPPRESS)
     show = _command(sub, "show", cmd_tickets_show, "a ticket and its messages", json_flag=True)
@@ -235,7 +307,116 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    cfg = config.load(args.config)
+    database = connect(cfg.gateway.database, cfg.base_dir)
+    models.database.initialize(database)
+    try:
+        with database.connection_context():
+            found, now = ensure_schema(database, cfg.gateway.ticket_number_start)
+    except pw.OperationalError as exc:
+        raise StorageError(f"cannot open database {redact(cfg.gateway.database)}: {exc}") from exc
+    if found == now:
+        print(f"{redact(cfg.gateway.database)}: schema already at version {now}")
+    else:
+        print(f"{redact(cfg.gateway.database)}: schema upgraded from version {found} to {now}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    _open(args)
+    figures = report.build(report.Period(args.since, args.until, args.mailbox))
+    if args.json:
+        return _print_json(figures)
+    print(report_text.render(figures))
+    return EXIT_OK
+
+
+def cmd_action_required(args: argparse.Namespace) -> int:
+    cfg = _open(args)
+    rows = report.action_required(cfg, utcnow(), args.mailbox)
+    if args.json:
+        return _print_json(rows)
+    print(
+        _table(
+            ["NUMBER", "PRIORITY", "STATUS", "OWED", "TIME LEFT", "ASSIGNEE", "SUBJECT"],
+            [
+                [
+                    str(r["number"]),
+                    r["priority"],
+                    r["status"],
+                    (r["owed"] or "-").replace("_", " "),
+                    report_text.time_left(r["seconds_left"]),
+                    r["assignee"] or "-",
+                    r["subject"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+    late = sum(1 for r in rows if r["late"])
+    print(f"{len(rows)} ticket(s) waiting on us, {late} late")
+    return EXIT_OK
+
+
+def cmd_customers_forget(args: argparse.Namespace) -> int:
+    cfg = _open(args)
+    address = _customer_address(cfg, args.email)
+    with transaction(models.database.obj):
+        done = privacy.forget(address, actor="cli", secret=load_secret(cfg))
+    if not done.tickets and not done.messages:
+        print(f"{address}: nothing stored about this address")
+        return EXIT_OK
+    print(
+        f"{address} forgotten, now {done.placeholder}: {done.tickets} ticket(s), "
+        f"{done.messages} message(s), {done.attachments} attachment(s), "
+        f"{done.raw_messages} raw message(s), {done.outbox} outbound mail(s), "
+        f"{done.portal} portal link(s)/code(s)/session(s) erased"
+    )
+    return EXIT_OK
+
+
+def cmd_customers_export(args: argparse.Namespace) -> int:
+    cfg = _open(args)
+    address = _customer_address(cfg, args.email)
+    path = privacy.export(address, Path(args.output))
+    print(f"{path}: everything stored about {address} (personal data: handle with care)")
+    return EXIT_OK
+
+
+def _customer_address(cfg: config.Config, email: str) -> str:
+    """``email`` lower-cased, refused when it is not an address or is one of ours."""
+    address = email.strip().lower()
+    if "@" not in address or " " in address:
+        raise GatewayError(f"{email!r} is not an email address")
+    staff = {a.email for m in cfg.mailboxes for a in m.agents} | cfg.own_addresses()
+    if address in staff:
+        raise GatewayError(f"{address} is an agent or mailbox address, not a customer's")
+    return address
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    cfg = _open(args)
+    store = Store(models.database.obj)
+    # The replay breaches SLAs on purpose; its warnings are not news.
+    logging.getLogger("gateway").setLevel(logging.ERROR)
+    try:
+        summary = demo.run(cfg, store, force=args.force)
+    finally:
+        store.close()
+    languages = ", ".join(f"{n} {lang}" for lang, n in sorted(summary.languages.items()))
+    print(f"demo: {summary.tickets} tickets ({languages}), {summary.messages} messages")
+    if summary.demo_agents:
+        print("demo: the mailbox has no agents, so three demo agents answered")
+    print("demo: its mail was never sent (ticket-gateway outbox list shows it as failed)")
+    print("try: ticket-gateway tickets list --action-required")
+    print("     ticket-gateway report")
+    return EXIT_OK
+
+
 def cmd_tickets_list(args: argparse.Namespace) -> int:
+    if args.action_required:
+        return cmd_action_required(args)
     _open(args)
     rows = queries.list_tickets(
         queries.TicketFilter(

@@ -41,6 +41,8 @@ FIRST_RETRY = 60  # seconds; doubles per attempt
 MAX_RETRY = 3600
 BATCH = 20
 POLL = 30.0  # seconds between looks at the queue when nothing wakes the worker
+# The reason on mail ``ticket-gateway demo`` queued: it is never to be sent.
+NEVER_SENT = "demo data, never sent"
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,11 @@ def suppressed(email: str) -> models.Suppression | None:
 
 
 def retry(row_id: int) -> bool:
-    """Send a deferred or failed row again now (operator action)."""
+    """Send a deferred or failed row again now (operator action).
+
+    Never a row the demo made or one whose mail was erased: the first would
+    write to made-up customers, the second send an empty mail.
+    """
     outbox = models.Outbox
     with transaction(models.database.obj):
         updated = (
@@ -162,6 +168,8 @@ def retry(row_id: int) -> bool:
             .where(
                 (outbox.id == row_id)
                 & (outbox.status << (outbox.DEFERRED, outbox.FAILED, outbox.QUEUED))
+                & (pw.fn.LENGTH(outbox.data) > 0)
+                & ((outbox.last_error != NEVER_SENT) | outbox.last_error.is_null())
             )
             .execute()
         )

@@ -125,13 +125,19 @@ def quarantine(inbound_id: int, reason: str, database: pw.Database) -> Result:
 
 
 def release(inbound_id: int, database: pw.Database) -> bool:
-    """Put a quarantined row back to "received" so it is processed again."""
+    """Put a quarantined row back to "received" so it is processed again.
+
+    A row whose raw mail was erased (``customers forget``) stays where it is:
+    empty bytes would only become an empty ticket.
+    """
+    kept = models.RawMessage.select(models.RawMessage.id).where(models.RawMessage.size > 0)
     with transaction(database):
         updated = (
             models.Inbound.update(status=models.Inbound.RECEIVED, reason=None)
             .where(
                 (models.Inbound.id == inbound_id)
                 & (models.Inbound.status == models.Inbound.QUARANTINED)
+                & models.Inbound.raw_message.in_(kept)
             )
             .execute()
         )

@@ -166,3 +166,37 @@ def test_help_lists_commands() -> None:
     assert code == 0
     for command in ("serve", "check-config", "tickets", "quarantine"):
         assert command in out
+
+
+def test_customers_export_then_forget(filled: GatewayThread, tmp_path: Path) -> None:
+    config = str(filled.config.path)
+    out_dir = tmp_path / "export"
+    code, out, err = run(
+        "customers", "export", "Minh@Example.vn", "--output", str(out_dir), "--config", config
+    )
+    assert code == 0, err
+    exported = json.loads(next(out_dir.glob("customer-*.json")).read_text())
+    assert [t["number"] for t in exported["tickets"]] == [10000]
+    assert (out_dir / "attachments" / "10000").is_dir()
+    assert "personal data" in out
+
+    code, out, err = run("customers", "forget", "minh@example.vn", "--config", config)
+    assert code == 0, err
+    assert "minh@example.vn forgotten, now erased-" in out
+    with filled.db():
+        ticket = models.Ticket.get(models.Ticket.number == 10000)
+        assert ticket.requester_email.endswith("@invalid") and ticket.erased_at is not None
+        assert ticket.status == "new"  # the figures stay
+    code, out, _ = run("customers", "forget", "minh@example.vn", "--config", config)
+    assert (code, out.strip()) == (0, "minh@example.vn: nothing stored about this address")
+
+
+@pytest.mark.parametrize(
+    ("address", "why"),
+    [("support@example.com", "not a customer's"), ("nobody", "not an email address")],
+)
+def test_customers_forget_refuses_what_is_not_a_customer(
+    filled: GatewayThread, address: str, why: str
+) -> None:
+    code, _, err = run("customers", "forget", address, "--config", str(filled.config.path))
+    assert code == 1 and why in err and "Traceback" not in err
