@@ -539,6 +539,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name in ("inbound", "outbox"):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(data[name].items())) or "none"
         print(f"{name}: {counts}")
+    for job in data["jobs"]:
+        outcome = f"failed: {job['error']}" if job["error"] else f"{job['done']} done"
+        print(f"job {job['name']}: last run {_short_time(job['started_at'])}, {outcome}")
     return EXIT_OK
 
 
@@ -570,7 +573,23 @@ def status() -> dict[str, Any]:
             models.ImapCheckpoint.mailbox, models.ImapCheckpoint.folder
         )
     ]
-    return {"imap": imap, "inbound": counts(models.Inbound), "outbox": counts(models.Outbox)}
+    jobs = [
+        {
+            "name": row.name,
+            "started_at": when(row.started_at),
+            "finished_at": when(row.finished_at),
+            "done": row.done,
+            "error": row.error,
+            "runs": row.runs,
+        }
+        for row in models.JobRun.select().order_by(models.JobRun.name)
+    ]
+    return {
+        "imap": imap,
+        "inbound": counts(models.Inbound),
+        "outbox": counts(models.Outbox),
+        "jobs": jobs,
+    }
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

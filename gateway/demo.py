@@ -11,8 +11,10 @@ listener is; the timed jobs run every simulated hour. The clock
 clocks, breaches, auto-close and the report's figures all come out as they
 would have.
 
-The demo never sends mail: everything it queued is marked failed with the
-reason "demo data, never sent" at the end. A mailbox without agents gets
+The demo never sends mail: everything it queues is marked failed with the
+reason "demo data, never sent" as soon as it is queued, and it refuses to
+run beside a live daemon of the same configuration, whose outbox worker
+could otherwise pick a row up first. A mailbox without agents gets
 three demo agents (in memory, for the demo only). It refuses a database
 that already holds tickets, unless forced: demo tickets would distort a
 real team's reports.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -170,6 +173,7 @@ class _Scene:
         self.jobs = Jobs(config, self.notifier)
         self.now = start
         self.messages = 0
+        self.first_queued = store.call(_last_outbox_id)
 
     def clock(self) -> dt.datetime:
         return self.now
@@ -187,6 +191,7 @@ class _Scene:
         result = self.store.call(
             process_inbound, spooled.inbound_id, self.config, self.store.database, self.notifier
         )
+        self.store.call(_never_send, self.first_queued)  # at once, not only at the end
         self.messages += 1
         return result.ticket_number
 
@@ -240,6 +245,11 @@ def run(
 
     Refuses a database that already holds tickets unless ``force``.
     """
+    if _daemon_running(config):
+        raise GatewayError(
+            f"a daemon is running (pid file {config.gateway.pid_file}); stop it first: "
+            "it would pick up the demo's mail while the replay is writing it"
+        )
     if not force and store.call(lambda: models.Ticket.select().exists()):
         raise GatewayError(
             "the database already holds tickets; the demo would mix its tickets into "
@@ -249,7 +259,6 @@ def run(
     real_now = utcnow()
     scene = _Scene(config, store, real_now - dt.timedelta(days=days))
     plan = _plan(config.mailboxes[0], random.Random(seed), days, tickets, real_now)
-    first_queued = store.call(_last_outbox_id)
     languages: dict[str, int] = {}
     set_clock(scene.clock)
     try:
@@ -267,7 +276,7 @@ def run(
         store.call(scene.jobs.run_all)
     finally:
         set_clock(None)
-    store.call(_never_send, first_queued)
+    store.call(_never_send, scene.first_queued)
     return Summary(sum(languages.values()), languages, scene.messages, demo_agents)
 
 
@@ -378,6 +387,19 @@ class _Story:
             ratings.rate(ticket, "good" if self.good else "bad", self.email)
 
         scene.store.call(click)
+
+
+def _daemon_running(config: Config) -> bool:
+    """Whether the pid file names a live process (a daemon of this configuration)."""
+    pid_file = config.gateway.pid_file
+    try:
+        pid = int(pid_file.read_text().strip()) if pid_file else 0
+        if pid <= 0:
+            return False
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _last_outbox_id() -> int:

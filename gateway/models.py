@@ -19,6 +19,7 @@ Tables in the order of the flow:
     suppression   recipients that bounced permanently, until when
     imap_checkpoint  per IMAP mailbox and folder: the last UID imported under
                   which UIDVALIDITY, and the poller's live state for `status`
+    job_run       the last run of each timed job, for `status`
     counter       named counters (ticket numbers), safe across instances
     schema_meta   the schema version
 
@@ -369,6 +370,17 @@ class ImapCheckpoint(BaseModel):
         indexes: ClassVar = ((("mailbox", "folder"), True),)
 
 
+class JobRun(BaseModel):
+    """The last run of a timed job (any instance's), for ``ticket-gateway status``."""
+
+    name = pw.CharField(primary_key=True, max_length=64)
+    started_at = pw.DateTimeField()
+    finished_at = pw.DateTimeField(null=True)
+    done = pw.IntegerField(default=0)  # rows the run handled
+    error = pw.TextField(null=True)
+    runs = pw.BigIntegerField(default=0)
+
+
 MODELS: tuple[type[BaseModel], ...] = (
     SchemaMeta,
     Counter,
@@ -389,4 +401,5 @@ MODELS: tuple[type[BaseModel], ...] = (
     GuestCode,
     Suppression,
     ImapCheckpoint,
+    JobRun,
 )

@@ -13,7 +13,7 @@ Both run once at start, which is how work that fell due while the daemon
 was down gets done (once: every job marks what it did). Each job runs its
 database work in the Store's threads, never on the loop; a job that fails
 is logged and tried again at its next turn. The last run of each job is
-kept for ``ticket-gateway status``.
+kept in ``job_run`` for ``ticket-gateway status``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from gateway import models
 from gateway.db import Store, transaction, utcnow
 from gateway.lifecycle import Jobs
 from gateway.models import database
@@ -51,23 +52,25 @@ def start(
     """
     scheduler = AsyncIOScheduler()
 
-    async def purge() -> None:
+    async def purge() -> int:
         removed = await store.run(purge_expired)
         if removed:
             log.info("purged %d expired portal code(s), link(s) and session(s)", removed)
+        return removed
 
-    async def lifecycle() -> None:
+    async def lifecycle() -> int:
         done = await store.run(jobs.run_all)
         if any(done.values()):
             log.info("lifecycle: %s", ", ".join(f"{k} {v}" for k, v in done.items() if v))
             on_queued()
+        return sum(done.values())
 
     for name, job, every in (
         ("lifecycle", lifecycle, LIFECYCLE_EVERY),
         ("purge", purge, PURGE_EVERY),
     ):
         scheduler.add_job(
-            _guarded(name, job),
+            _guarded(store, name, job),
             "interval",
             seconds=every,
             id=name,
@@ -79,20 +82,39 @@ def start(
     return scheduler
 
 
-LAST_RUNS: dict[str, dict[str, str | None]] = {}
+def note_run(name: str, started: dt.datetime, done: int, error: str | None) -> None:
+    """Record a job's run in ``job_run`` (the latest per job, whichever instance ran it)."""
+    row = models.JobRun
+    row.insert(
+        name=name, started_at=started, finished_at=utcnow(), done=done, error=error, runs=1
+    ).on_conflict(
+        conflict_target=[row.name],
+        update={
+            row.started_at: started,
+            row.finished_at: utcnow(),
+            row.done: done,
+            row.error: error,
+            row.runs: row.runs + 1,
+        },
+    ).execute()
 
 
-def _guarded(name: str, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
-    """``job``, logging (not raising) its failure and noting when it last ran."""
+def _guarded(
+    store: Store, name: str, job: Callable[[], Awaitable[int]]
+) -> Callable[[], Awaitable[None]]:
+    """``job``, logging (not raising) its failure and recording the run."""
 
     async def run() -> None:
-        started = utcnow().isoformat() + "Z"
+        started = utcnow()
+        done, error = 0, None
         try:
-            await job()
+            done = await job()
         except Exception as exc:  # logged, and tried again at the next turn
             log.exception("%s job failed", name)
-            LAST_RUNS[name] = {"at": started, "error": str(exc) or type(exc).__name__}
-            return
-        LAST_RUNS[name] = {"at": started, "error": None}
+            error = str(exc) or type(exc).__name__
+        try:
+            await store.run(note_run, name, started, done, error)
+        except Exception:  # the record is for status only; the job itself is done
+            log.exception("could not record the %s job's run", name)
 
     return run

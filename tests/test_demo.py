@@ -7,6 +7,7 @@ configuration's layout, on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,13 @@ def test_demo_loads_tickets_the_report_and_action_list_can_answer(
     again = gateway(config, "demo")
     assert again.returncode == 1
     assert "already holds tickets" in again.stderr
+
+
+def test_demo_refuses_to_run_beside_a_live_daemon(tmp_path: Path, database_url: str) -> None:
+    config = sample_config(tmp_path, database_url)
+    pid_file = tmp_path / "var" / "ticket-gateway.pid"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")  # a live process: this test's
+    refused = gateway(config, "demo")
+    assert refused.returncode == 1
+    assert "a daemon is running" in refused.stderr and "Traceback" not in refused.stderr

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
+import time
 
 from gateway import models
 from gateway.db import utcnow
@@ -37,3 +41,31 @@ def test_purge_removes_only_what_expired(gateway: GatewayThread) -> None:
         assert [s.id for s in models.GuestSession.select()] == [live.row.id]
         assert [c.session_id for c in models.GuestCode.select()] == [live.row.id]
         assert access.valid_link(old_link) is None
+
+
+def test_status_shows_each_jobs_last_run(gateway: GatewayThread) -> None:
+    """Both jobs run at start; ``status`` reads their last run from the database."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with gateway.db():
+            if models.JobRun.select().count() == 2:
+                break
+        time.sleep(0.1)
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "status", "--json", "--config", str(gateway.config.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    jobs = {job["name"]: job for job in json.loads(done.stdout)["jobs"]}
+    assert set(jobs) == {"lifecycle", "purge"}
+    assert all(job["runs"] >= 1 and job["error"] is None for job in jobs.values())
+    text = subprocess.run(
+        [sys.executable, "-m", "gateway", "status", "--config", str(gateway.config.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "job lifecycle: last run " in text and "job purge: last run " in text
