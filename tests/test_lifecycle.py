@@ -280,32 +280,67 @@ def test_catch_up_after_downtime_happens_once(
     assert len(gateway.sent_mail()) == baseline + 1  # one mail to the admin, once
 
 
-def test_jobs_on_several_instances_happen_once(team: GatewayThread, clock: Clock) -> None:
-    clock.set("2026-11-23 09:00")
-    for number in range(6):
-        customer_writes(team, subject=f"Order {number}", to="support+billing@example.com")
-    baseline = len(team.sent_mail())
-    clock.set("2026-11-24 09:00")
+def answer_ticket(gateway: GatewayThread, number: int, body: str, agent: str = LAN) -> None:
+    """``agent`` replies to their notification about ticket ``number``."""
+    notes = [m for m in inbox(gateway, agent) if f"[#{number}]" in str(m["Subject"])]
+    agent_sends(gateway, gmail_reply(notes[0], body, agent))
+
+
+def test_every_job_on_several_instances_happens_once(team: GatewayThread, clock: Clock) -> None:
+    """Four job runners at once, each on its own connection, all finding work due."""
+    clock.set("2026-11-16 09:00")
+    customer_writes(team, "A waits a week")  # 10000
+    clock.set("2026-11-16 09:30")
+    answer_ticket(team, 10000, "Which model is it?")
+    clock.set("2026-11-20 09:00")
+    customer_writes(team, "B resolved Friday")  # 10001
+    customer_writes(team, "C waits three days")  # 10002
+    clock.set("2026-11-20 09:30")
+    answer_ticket(team, 10001, "Try this.")
+    answer_ticket(team, 10002, "Which model is it?")
+    clock.set("2026-11-20 10:00")
+    answer_ticket(team, 10001, "#resolve")
+    clock.set("2026-11-21 08:00")  # Saturday: 4 h, then Monday 07-09: due Monday 09:00
+    customer_writes(team, "E is late", to="support+billing@example.com")  # 10003
+    clock.set("2026-11-23 07:00")  # 6 h from 07:00: warn at 11:30, due 13:00
+    customer_writes(team, "D is nearly due", to="support+billing@example.com")  # 10004
+    clock.set("2026-11-23 12:00")
+    before = len(team.sent_mail())
     assert team.gateway.store is not None and team.gateway.notifier is not None
     instances = [Jobs(team.config, team.gateway.notifier) for _ in range(4)]
     store = team.gateway.store
     barrier = threading.Barrier(len(instances))
+    results: list[dict[str, int]] = []
 
     def run(jobs: Jobs) -> None:
         barrier.wait()
-        store.call(jobs.run_all)
+        results.append(store.call(jobs.run_all))
 
     threads = [threading.Thread(target=run, args=(jobs,)) for jobs in instances]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    team.gateway.outbox.wake() if team.gateway.outbox else None
-    team.settle()
+    run_jobs(team)  # and once more afterwards: nothing left to do
     with team.db():
-        breaches = models.Event.select().where(models.Event.kind == "sla_breached").count()
-    assert breaches == 6
-    assert len(team.sent_mail()) == baseline + 6  # one mail to the admin per ticket
+        kinds = [
+            (e.ticket.number, e.kind, e.actor)
+            for e in models.Event.select()
+            .where(models.Event.created_at == saigon("2026-11-23 12:00"))
+            .order_by(models.Event.id)
+            if e.kind in {"sla_warning", "sla_breached", "customer_reminded", "status_changed"}
+        ]
+    assert sorted(kinds) == [
+        (10000, "customer_reminded", "system"),
+        (10000, "status_changed", "system"),  # waiting a week: resolved
+        (10001, "status_changed", "system"),  # resolved since Friday: closed
+        (10002, "customer_reminded", "system"),
+        (10003, "sla_breached", "system"),
+        (10004, "sla_warning", "system"),
+    ]
+    assert len(results) == 4
+    # reminders to A and C, resolve to A, close to B; breach to the admin; warning to 3 agents
+    assert len(team.sent_mail()) == before + 2 + 1 + 1 + 1 + 3
 
 
 # --- waiting, reminders, auto-resolve, auto-close, ratings -----------------------------

@@ -16,8 +16,16 @@ import pytest
 
 from gateway import cli
 from tests.helpers import GatewayThread
-from tests.test_agents import CUSTOMER, LAN, MINH, agent_sends, gmail_reply, inbox
-from tests.test_lifecycle import Clock, clock, customer_writes, lifecycle_config, run_jobs, saigon
+from tests.test_agents import CUSTOMER, LAN, MINH
+from tests.test_lifecycle import (
+    Clock,
+    answer_ticket,
+    clock,
+    customer_writes,
+    lifecycle_config,
+    run_jobs,
+    saigon,
+)
 
 __all__ = ["clock"]  # the fixture, shared with test_lifecycle
 
@@ -26,9 +34,7 @@ BILLING = "support+billing@example.com"  # high priority: 6 h first response
 
 
 def answer(gateway: GatewayThread, number: int, agent: str, body: str) -> None:
-    """``agent`` replies to their notification about ticket ``number``."""
-    notes = [m for m in inbox(gateway, agent) if f"[#{number}]" in str(m["Subject"])]
-    agent_sends(gateway, gmail_reply(notes[0], body, agent))
+    answer_ticket(gateway, number, body, agent)
 
 
 def rate(gateway: GatewayThread, number: int, rating: str) -> None:
