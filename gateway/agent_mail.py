@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from gateway import agents, authres, models, sla, tickets
 from gateway.classify import is_automated_address
-from gateway.commands import Command, parse_commands
+from gateway.commands import Command, CommandBlock, parse_commands
 from gateway.config import Agent
 from gateway.db import utcnow
 from gateway.events import record
@@ -100,7 +100,7 @@ def on_personal_address(incoming: Incoming, agent: Agent) -> Outcome:
     problem = _authorize(incoming, agent)
     if problem:
         return _hold(incoming, None, agent, problem)
-    block = parse_commands(strip_reply(incoming.parsed.text), incoming.mailbox.categories)
+    block = _block(incoming)
     behalf = [c for c in block.commands if c.name == "on-behalf"]
     errors = [*block.errors, *_role_errors(block.commands, agent, incoming, personal=True)]
     if _private_addresses(block.body, incoming):
@@ -127,13 +127,32 @@ def on_personal_address(incoming: Incoming, agent: Agent) -> Outcome:
     return _post(incoming, ticket, agent, block.body, block.commands, first=True)
 
 
+def _block(incoming: Incoming) -> CommandBlock:
+    """The commands and the text of an agent's message.
+
+    From a mail client: the commands on top of the reply, quotes stripped.
+    From the API: the commands it put in X-Gateway-Commands, and the text
+    exactly as given (a line starting with "#" there is text, not a command).
+    """
+    categories = incoming.mailbox.categories
+    if incoming.inbound.protocol != "api":
+        return parse_commands(strip_reply(incoming.parsed.text), categories)
+    header = dict(incoming.parsed.headers).get("x-gateway-commands", "")
+    commands = parse_commands(header, categories)
+    return CommandBlock(commands.commands, incoming.parsed.text.strip(), commands.errors)
+
+
 def _authorize(incoming: Incoming, agent: Agent) -> str | None:
-    """Why this message is not the agent's own, or None."""
+    """Why this message is not the agent's own, or None.
+
+    The API's messages were authenticated by the agent's token before they
+    were spooled; no MTA stamped them, so Authentication-Results is not asked.
+    """
     sender = incoming.sender.email.lower()
     if sender != agent.email:
         return f"sent from {sender or 'an unknown address'}, not from the agent {agent.email}"
     trusted = incoming.config.gateway.trusted_authserv_id
-    if trusted:
+    if trusted and incoming.inbound.protocol != "api":
         verdict = authres.check(incoming.parsed.headers, sender, trusted)
         if not verdict.passed:
             return f"sender authentication failed: {verdict.reason}"
@@ -178,7 +197,7 @@ def _reject(
 
 
 def _reply(incoming: Incoming, ticket: models.Ticket, agent: Agent) -> Outcome:
-    block = parse_commands(strip_reply(incoming.parsed.text), incoming.mailbox.categories)
+    block = _block(incoming)
     errors = [*block.errors, *_role_errors(block.commands, agent, incoming, personal=False)]
     if _private_addresses(block.body, incoming):
         errors.append(QUOTE_LEFT)

@@ -35,6 +35,7 @@ from gateway import (
     report,
     report_text,
 )
+from gateway.api import tokens as api_tokens
 from gateway.daemon import load_secret, serve
 from gateway.db import Store, connect, ensure_schema, open_database, redact, transaction, utcnow
 from gateway.errors import ConfigError, GatewayError, StorageError
@@ -111,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     reporter.add_argument(
         "--until", type=_date, metavar="DATE", help="before DATE (YYYY-MM-DD or ISO time, UTC)"
     )
+
+    keys_parser = commands.add_parser("tokens", help="agents' API tokens")
+    sub = keys_parser.add_subparsers(dest="tokens_command", required=True, metavar="ACTION")
+    creator = _command(
+        sub, "create", cmd_tokens_create, "a new API token for an agent (shown once)"
+    )
+    creator.add_argument("--agent", required=True, metavar="EMAIL", help="the agent it acts as")
+    creator.add_argument("--name", default="", metavar="NAME", help="what it is for")
+    revoker = _command(sub, "revoke", cmd_tokens_revoke, "revoke a token at once")
+    revoker.add_argument("id", type=int, metavar="ID")
+    _command(sub, "list", cmd_tokens_list, "every token, without secrets", json_flag=True)
 
     people = commands.add_parser("customers", help="a customer's personal data (GDPR)")
     sub = people.add_subparsers(dest="customers_command", required=True, metavar="ACTION")
@@ -359,6 +371,53 @@ def cmd_action_required(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    cfg = _open(args)
+    agent = args.agent.strip().lower()
+    if not any(m.agent(agent) for m in cfg.mailboxes):
+        raise GatewayError(f"{agent} is not an agent of any mailbox in {cfg.path}")
+    with transaction(models.database.obj):
+        row, token = api_tokens.create(agent, args.name)
+    print(f"token {row.id} for {agent}; shown this once, keep it secret:")
+    print(token)
+    return EXIT_OK
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    _open(args)
+    with transaction(models.database.obj):
+        revoked = api_tokens.revoke(args.id)
+    if not revoked:
+        print(f"ticket-gateway: no live token {args.id}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"token {args.id} revoked")
+    return EXIT_OK
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    _open(args)
+    rows = api_tokens.listing()
+    if args.json:
+        return _print_json(rows)
+    print(
+        _table(
+            ["ID", "AGENT", "NAME", "CREATED", "LAST USED", "STATE"],
+            [
+                [
+                    str(r["id"]),
+                    str(r["agent"]),
+                    str(r["name"]),
+                    _short_time(str(r["created_at"])),
+                    _short_time(str(r["last_used_at"])) if r["last_used_at"] else "-",
+                    "revoked" if r["revoked"] else "live",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return EXIT_OK
+
+
 def cmd_customers_forget(args: argparse.Namespace) -> int:
     cfg = _open(args)
     address = _customer_address(cfg, args.email)
@@ -407,7 +466,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     languages = ", ".join(f"{n} {lang}" for lang, n in sorted(summary.languages.items()))
     print(f"demo: {summary.tickets} tickets ({languages}), {summary.messages} messages")
     if summary.demo_agents:
-        print("demo: the mailbox has no agents, so three demo agents answered")
+        print("demo: three demo agents joined the team for the replay")
     print("demo: its mail was never sent (ticket-gateway outbox list shows it as failed)")
     print("try: ticket-gateway tickets list --action-required")
     print("     ticket-gateway report")

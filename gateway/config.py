@@ -74,6 +74,7 @@ GATEWAY_KEYS = frozenset(
         "trusted_authserv_id",
         "secret_file",
         "pid_file",
+        "api_rate",
     }
 )
 MAILBOX_KEYS = frozenset(
@@ -292,6 +293,7 @@ class GatewaySettings:
     trusted_authserv_id: str = ""
     secret_file: Path | None = None
     pid_file: Path | None = None
+    api_rate: Rate = Rate(120, 60)  # requests per API token
 
 
 @dataclass(frozen=True)
@@ -511,6 +513,7 @@ class _Reader:
             or self.path("var/secret.key"),
             pid_file=self.value(data, p, "pid_file", None, self.path)
             or self.path("var/ticket-gateway.pid"),
+            api_rate=self.value(data, p, "api_rate", d.api_rate, _rate),
         )
 
     def mailboxes(self, items: Any) -> tuple[Mailbox, ...]:

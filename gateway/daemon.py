@@ -24,6 +24,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway import agents, dkim, listener, scheduler
 from gateway import config as config_module
+from gateway.api.views import Api
 from gateway.config import Config, ListenAddress
 from gateway.db import Store, open_database, redact
 from gateway.deliver import transport_from_url
@@ -60,6 +61,7 @@ class Gateway:
         self.scheduler: AsyncIOScheduler | None = None
         self.jobs: Jobs | None = None
         self.portal: Portal | None = None
+        self.api: Api | None = None
 
     async def start(self) -> None:
         """Open the database, resume unfinished work, and bind every listener."""
@@ -165,6 +167,7 @@ class Gateway:
             self.notifier,
             self.outbox,
             self.portal,
+            self.api,
             self.jobs,
             *self.handlers.values(),
         )
@@ -205,7 +208,10 @@ class Gateway:
             on_queued=self.outbox.wake,
         )
         self.portal = portal
-        self._runner = web.AppRunner(portal.app(), access_log=None)
+        self.api = Api(self.config, self.store, intake, self.processor)
+        app = portal.app()
+        app.add_subapp("/api/v1", self.api.app())
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, where.host, where.port)
         await site.start()
@@ -213,7 +219,7 @@ class Gateway:
         assert isinstance(server, asyncio.Server)
         self.servers["portal"] = server
         log.info(
-            "portal on %s (links use %s)",
+            "portal and API (/api/v1) on %s (links use %s)",
             self.bound("portal"),
             self.config.gateway.portal_url or "no portal_url: no links in mail",
         )

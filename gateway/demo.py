@@ -14,8 +14,8 @@ would have.
 The demo never sends mail: everything it queues is marked failed with the
 reason "demo data, never sent" as soon as it is queued, and it refuses to
 run beside a live daemon of the same configuration, whose outbox worker
-could otherwise pick a row up first. A mailbox without agents gets
-three demo agents (in memory, for the demo only). It refuses a database
+could otherwise pick a row up first. Three demo agents join each mailbox's
+team for the replay (in memory only). It refuses a database
 that already holds tickets, unless forced: demo tickets would distort a
 real team's reports.
 """
@@ -225,10 +225,15 @@ def _mail(sender: str, name: str, to: str, subject: str, body: str) -> EmailMess
 
 
 def with_demo_agents(config: Config) -> tuple[Config, bool]:
-    """``config``, with demo agents for mailboxes that have none."""
-    if all(m.agents for m in config.mailboxes):
+    """``config`` with the demo agents in every mailbox that has fewer than three."""
+    if all(len(m.agents) >= len(DEMO_AGENTS) for m in config.mailboxes):
         return config, False
-    boxes = tuple(m if m.agents else replace(m, agents=DEMO_AGENTS) for m in config.mailboxes)
+    boxes = tuple(
+        m
+        if len(m.agents) >= len(DEMO_AGENTS)
+        else replace(m, agents=m.agents + tuple(a for a in DEMO_AGENTS if not m.agent(a.email)))
+        for m in config.mailboxes
+    )
     return replace(config, mailboxes=boxes), True
 
 

@@ -58,6 +58,9 @@ _TRACE_FIELDS = frozenset(
         b"x-rcpt-to",
     }
 )
+# Protocols of the mail the gateway writes into its own intake (gateway.internal):
+# the headers these add are trusted, and only on them.
+OWN_PROTOCOLS = frozenset({"portal", "api"})
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 _MAX_ID_LENGTH = 900
 

@@ -20,6 +20,7 @@ Tables in the order of the flow:
     imap_checkpoint  per IMAP mailbox and folder: the last UID imported under
                   which UIDVALIDITY, and the poller's live state for `status`
     job_run       the last run of each timed job, for `status`
+    api_token     agents' API tokens (hashed); idempotency_key: answered POSTs
     counter       named counters (ticket numbers), safe across instances
     schema_meta   the schema version
 
@@ -370,6 +371,40 @@ class ImapCheckpoint(BaseModel):
         indexes: ClassVar = ((("mailbox", "folder"), True),)
 
 
+class ApiToken(BaseModel):
+    """An agent's API token; only the SHA-256 of the secret part is stored.
+
+    The token is ``tgw_<id>_<secret>``: the id finds the row, the secret is
+    compared in constant time, and a copy of the database grants nothing.
+    """
+
+    agent = pw.CharField(max_length=320, index=True)
+    name = pw.TextField(default="")
+    secret_hash = pw.CharField(max_length=64)
+    created_at = pw.DateTimeField()
+    last_used_at = pw.DateTimeField(null=True)
+    revoked_at = pw.DateTimeField(null=True)
+
+
+class IdempotencyKey(BaseModel):
+    """A POST made with an Idempotency-Key: what it asked, and what it answered.
+
+    A retry with the same key and the same request gets the stored answer;
+    with another request it is refused. Kept for a day.
+    """
+
+    token = pw.ForeignKeyField(ApiToken, on_delete="CASCADE")
+    key = pw.CharField(max_length=255)
+    request_hash = pw.CharField(max_length=64)
+    status = pw.IntegerField(null=True)  # None while the first request is running
+    response = pw.TextField(null=True)  # the JSON body
+    pinned = pw.BlobField(null=True)  # the mail the action spools, until it is answered
+    created_at = pw.DateTimeField(index=True)
+
+    class Meta:
+        indexes: ClassVar = ((("token", "key"), True),)
+
+
 class JobRun(BaseModel):
     """The last run of a timed job (any instance's), for ``ticket-gateway status``."""
 
@@ -402,4 +437,6 @@ MODELS: tuple[type[BaseModel], ...] = (
     Suppression,
     ImapCheckpoint,
     JobRun,
+    ApiToken,
+    IdempotencyKey,
 )

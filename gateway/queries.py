@@ -66,8 +66,13 @@ def ticket_summary(ticket: models.Ticket) -> dict[str, Any]:
         "mailbox": ticket.mailbox,
         "requester": {"email": ticket.requester_email, "name": ticket.requester_name},
         "language": ticket.language,
+        "assignee": ticket.assignee,
         "created_at": iso(ticket.created_at),
         "updated_at": iso(ticket.updated_at),
+        "resolved_at": iso(ticket.resolved_at),
+        "closed_at": iso(ticket.closed_at),
+        "rating": ticket.rating,
+        "continues": ticket.continues,
     }
 
 
@@ -93,6 +98,7 @@ def message_view(message: models.Message) -> dict[str, Any]:
     """One message as people and programs see it."""
     attachments = message.attachments.order_by(models.Attachment.id)
     return {
+        "id": message.id,
         "message_id": message.message_id,
         "direction": message.direction,
         "author": {
@@ -107,6 +113,7 @@ def message_view(message: models.Message) -> dict[str, Any]:
         "html": message.html,
         "attachments": [
             {
+                "id": a.id,
                 "filename": a.filename,
                 "content_type": a.content_type,
                 "size": a.size,

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gateway import models
+from gateway.api import idempotency
 from gateway.db import Store, transaction, utcnow
 from gateway.lifecycle import Jobs
 from gateway.models import database
@@ -37,9 +38,9 @@ LIFECYCLE_EVERY = 60  # seconds: SLA warnings are due to the minute
 
 
 def purge_expired() -> int:
-    """Delete expired portal codes, links and sessions; how many rows went."""
+    """Delete expired portal codes, links and sessions, and old API answers; how many."""
     with transaction(database.obj):
-        return access.purge()
+        return access.purge() + idempotency.purge()
 
 
 def start(

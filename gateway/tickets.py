@@ -21,6 +21,7 @@ from gateway.classify import Verdict, is_automated_address
 from gateway.config import Config, Mailbox
 from gateway.db import utcnow
 from gateway.events import record
+from gateway.intake import OWN_PROTOCOLS
 from gateway.notify import Notifier
 from gateway.parse import Address, ParsedMessage
 from gateway.quotes import strip_reply
@@ -335,8 +336,8 @@ def _create(
     """
     parsed, sender = incoming.parsed, incoming.sender
     ticket = open_ticket(incoming, sender)
-    if incoming.inbound.protocol == "portal":
-        _portal_choices(incoming, ticket)
+    if incoming.inbound.protocol in OWN_PROTOCOLS:
+        _requested_choices(incoming, ticket)
     if continues is not None:
         ticket.continues = continues.number
         ticket.save()
@@ -359,15 +360,15 @@ def _create(
     return ticket
 
 
-def _portal_choices(incoming: Incoming, ticket: models.Ticket) -> None:
-    """Category and priority picked in the portal's form.
+def _requested_choices(incoming: Incoming, ticket: models.Ticket) -> None:
+    """Category and priority picked in the portal's form or given to the API.
 
-    Only the portal spools with protocol "portal", so these headers are ours;
-    the same headers in mail from outside are ignored.
+    Only the portal and the API spool with their protocols, so these headers
+    are ours; the same headers in mail from outside are ignored.
     """
     headers = dict(incoming.parsed.headers)
-    category = headers.get("x-gateway-portal-category", "").strip().lower()
-    priority = headers.get("x-gateway-portal-priority", "").strip().lower()
+    category = headers.get("x-gateway-category", "").strip().lower()
+    priority = headers.get("x-gateway-priority", "").strip().lower()
     if category and (category in incoming.mailbox.categories or category == ticket.category):
         ticket.category = category
         ticket.priority = incoming.mailbox.default_priority(category)

@@ -44,8 +44,8 @@ def test_sample_documents_every_key() -> None:
         assert f"\n{key} = " in sample, key
     assert "\n[mailbox.sla]\n" in sample
     assert "\n# [mailbox.hours]\n# monday = " in sample
-    for key in ("email", "name", "role"):  # [[mailbox.agent]], shown commented out
-        assert f"\n# {key} = " in sample, key
+    for key in ("email", "name", "role"):  # [[mailbox.agent]]: the sample has one
+        assert f"\n{key} = " in sample, key
 
 
 def test_check_config_ok_exits_0() -> None:

@@ -53,7 +53,7 @@ def test_demo_loads_tickets_the_report_and_action_list_can_answer(
     assert 0 < totals["resolved"] < 27
     assert totals["first_response"]["count"] > 10
     assert totals["csat"]["rated"] > 0
-    assert len(figures["agents"]) == 3
+    assert len(figures["agents"]) >= 3  # the sample's agent and the demo's
     assert any(row["responses"]["missed"] for row in figures["priorities"].values())
 
     waiting = json.loads(gateway(config, "tickets", "list", "--action-required", "--json").stdout)

@@ -33,19 +33,16 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from gateway import keys, models, ratings, tickets
+from gateway import internal, keys, models, ratings, tickets
 from gateway.config import Config
 from gateway.db import Store, transaction, utcnow
-from gateway.intake import Delivery, Envelope, Intake
+from gateway.intake import Envelope, Intake
 from gateway.notify import Notifier, Recipient
 from gateway.parse import sanitize_filename
 from gateway.portal import access
@@ -64,7 +61,6 @@ LINK_COOKIE = "gw_link"
 LANG_COOKIE = "gw_lang"
 CODE_MINUTES = int(access.CODE_LIFETIME.total_seconds() // 60)
 GET_PAGE = {"/code": "/verify", "/verify": "/verify", "/new": "/new", "/link": "/link"}
-PROCESS_WAIT = 10.0  # seconds to wait for a posted reply to reach its ticket
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -643,20 +639,10 @@ class Portal:
 
     async def spool(self, raw: bytes, email: str, rcpt: str, request: web.Request) -> int:
         """Hand a guest's message to intake like any other mail; its inbound id."""
-        routed = self.config.route(rcpt)
-        assert routed is not None
         envelope = Envelope(
             mail_from=email, rcpt_to=(rcpt,), protocol="portal", peer=request.remote or ""
         )
-        [spooled] = await self.intake.spool(raw, envelope, [Delivery(routed[0].address, (rcpt,))])
-        self.processor.submit(spooled.inbound_id)
-        try:
-            await asyncio.wait_for(self.processor.idle(), PROCESS_WAIT)
-        except TimeoutError:
-            log.warning(
-                "%s portal message still queued after %.0fs", spooled.queue_id, PROCESS_WAIT
-            )
-        return spooled.inbound_id
+        return await internal.submit(self.config, self.intake, self.processor, raw, envelope)
 
     async def submit(self, raw: bytes, email: str, request: web.Request) -> int | None:
         """Send a verified new request into intake; the ticket number once processed."""
@@ -841,7 +827,7 @@ def _reply_message(
             (models.Participant.ticket == ticket) & (models.Participant.email == email)
         )
         key_address = keys.address(mailbox.address, keys.new_key(ticket, email))
-    message = _message(
+    message = internal.compose(
         config,
         participant.name,
         email,
@@ -857,7 +843,7 @@ def _new_message(
     config: Config, data: Any, email: str, files: list[tuple[str, str, bytes]]
 ) -> EmailMessage:
     mailbox = config.mailboxes[0]
-    message = _message(
+    message = internal.compose(
         config,
         str(data.get("name", "")).strip(),
         email,
@@ -869,34 +855,7 @@ def _new_message(
     for field in ("category", "priority"):
         value = header_safe(str(data.get(field, ""))).lower()
         if value:
-            message[f"X-Gateway-Portal-{field.title()}"] = value
-    return message
-
-
-def _message(
-    config: Config,
-    name: str,
-    email: str,
-    to: str,
-    subject: str,
-    text: str,
-    files: list[tuple[str, str, bytes]],
-) -> EmailMessage:
-    message = EmailMessage(policy=SMTP)
-    message["From"] = Address(header_safe(name), addr_spec=email)
-    message["To"] = to
-    message["Subject"] = header_safe(subject)
-    message["Date"] = format_datetime(dt.datetime.now(dt.UTC), usegmt=True)
-    message["Message-ID"] = make_msgid(domain=config.gateway.hostname)
-    message.set_content(text.replace("\r\n", "\n"))
-    for filename, content_type, data in files:
-        maintype, _, subtype = content_type.partition("/")
-        message.add_attachment(
-            data,
-            maintype=maintype or "application",
-            subtype=subtype or "octet-stream",
-            filename=filename,
-        )
+            message[f"X-Gateway-{field.title()}"] = value
     return message
 
 
