@@ -116,6 +116,7 @@ def on_personal_address(incoming: Incoming, agent: Agent) -> Outcome:
         return _reject(incoming, None, agent, errors)
     customer = Address("", behalf[0].value)
     ticket = tickets.open_ticket(incoming, customer)
+    sla.on_created(ticket, incoming.mailbox, ticket.created_at)
     tickets.add_participants(ticket, [customer])
     record(
         ticket,
@@ -252,9 +253,10 @@ def _post(
     customers = incoming.notifier.customers(ticket)
     if answered:
         incoming.notifier.agent_reply(ticket, agent, body, _attached(incoming), customers)
-    elif ticket.status != old_status and ticket.status in {"resolved", "closed"}:
-        # Resolved or closed by a command alone: the customer hears of it
-        # (with the rating links) rather than finding out from the portal.
+    elif ticket.status != old_status and ticket.status == "resolved":
+        # Resolved by a command alone: the customer hears of it (with the
+        # rating links). A close alone says nothing: closing spam must not
+        # mail the spammer.
         incoming.notifier.status_to_customers(ticket, old_status, customers)
     if message is not None and incoming.mailbox.copy_agents:
         for other in incoming.mailbox.agents:

@@ -336,7 +336,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    _open(args)
+    cfg = _open(args)
+    if args.since and args.until and args.since >= args.until:
+        raise GatewayError("--since must be before --until")
+    if args.mailbox and cfg.mailbox(args.mailbox) is None:
+        known = ", ".join(m.address for m in cfg.mailboxes)
+        raise GatewayError(f"no mailbox {args.mailbox} in {cfg.path} (known: {known})")
     figures = report.build(report.Period(args.since, args.until, args.mailbox))
     if args.json:
         return _print_json(figures)
@@ -423,7 +428,7 @@ def cmd_customers_forget(args: argparse.Namespace) -> int:
     address = _customer_address(cfg, args.email)
     with transaction(models.database.obj):
         done = privacy.forget(address, actor="cli", secret=load_secret(cfg))
-    if not done.tickets and not done.messages:
+    if not any(v for k, v in vars(done).items() if k != "placeholder"):
         print(f"{address}: nothing stored about this address")
         return EXIT_OK
     print(

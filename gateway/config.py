@@ -332,6 +332,11 @@ class Config:
         """The mailbox whose main address is ``address``."""
         return next((m for m in self.mailboxes if m.address == address.lower()), None)
 
+    def mailbox_of(self, address: str) -> Mailbox:
+        """The mailbox a ticket belongs to; one removed from the configuration since
+        is stood in for by a bare mailbox (no agents, default hours and targets)."""
+        return self.mailbox(address) or Mailbox(address=address, name=address)
+
 
 def resolve_path(path: str | os.PathLike[str] | None) -> Path:
     """The config file to use: the argument, else $GATEWAY_CONFIG, else ./mailboxes.toml."""

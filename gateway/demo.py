@@ -174,6 +174,11 @@ class _Scene:
         self.now = start
         self.messages = 0
         self.first_queued = store.call(_last_outbox_id)
+        self.tickets: set[int] = set()  # numbers of the demo's tickets
+
+    def never_send(self) -> None:
+        """Mark the mail queued on the demo's tickets as failed, so none is ever sent."""
+        self.store.call(_never_send, self.first_queued, sorted(self.tickets))
 
     def clock(self) -> dt.datetime:
         return self.now
@@ -191,7 +196,9 @@ class _Scene:
         result = self.store.call(
             process_inbound, spooled.inbound_id, self.config, self.store.database, self.notifier
         )
-        self.store.call(_never_send, self.first_queued)  # at once, not only at the end
+        if result.ticket_number is not None:
+            self.tickets.add(result.ticket_number)
+        self.never_send()  # at once, not only at the end
         self.messages += 1
         return result.ticket_number
 
@@ -281,7 +288,7 @@ def run(
         store.call(scene.jobs.run_all)
     finally:
         set_clock(None)
-    store.call(_never_send, scene.first_queued)
+        scene.never_send()
     return Summary(sum(languages.values()), languages, scene.messages, demo_agents)
 
 
@@ -412,8 +419,13 @@ def _last_outbox_id() -> int:
     return int(row.id) if row is not None else 0
 
 
-def _never_send(after: int) -> None:
-    """Mark every mail the demo queued as failed, so no daemon ever sends it."""
+def _never_send(after: int, numbers: list[int]) -> None:
+    """Mark the mail queued (since ``after``) on the demo's tickets as failed.
+
+    Only the demo's: another instance sharing the database may be queueing
+    real mail meanwhile.
+    """
+    demo = models.Ticket.select(models.Ticket.id).where(models.Ticket.number.in_(numbers))
     models.Outbox.update(status=models.Outbox.FAILED, last_error=NEVER_SENT).where(
-        models.Outbox.id > after
+        (models.Outbox.id > after) & models.Outbox.ticket.in_(demo)
     ).execute()

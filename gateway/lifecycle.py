@@ -46,22 +46,32 @@ class Jobs:
         self.notifier = notifier
 
     def run_all(self) -> dict[str, int]:
-        """Every job once, in order; how many rows each handled."""
-        return {
-            "breach": self._drain(self.breach),  # before warn: a late clock is not warned
-            "warn": self._drain(self.warn),
-            "remind": self._drain(self.remind),
-            "auto_resolve": self._drain(self.auto_resolve),
-            "auto_close": self._drain(self.auto_close),
-        }
+        """Every job once, in order; how many rows each handled.
+
+        Breach before warn (a late clock is not warned about), auto-resolve
+        before remind (after downtime, a ticket due for both is resolved,
+        not reminded a moment before). A job that fails is logged and the
+        others still run.
+        """
+        steps = (
+            ("breach", self.breach),
+            ("warn", self.warn),
+            ("auto_resolve", self.auto_resolve),
+            ("remind", self.remind),
+            ("auto_close", self.auto_close),
+        )
+        return {name: self._drain(name, step) for name, step in steps}
 
     @staticmethod
-    def _drain(step: Callable[[], int]) -> int:
+    def _drain(name: str, step: Callable[[], int]) -> int:
         total = 0
-        while (done := step()) > 0:
-            total += done
-            if done < BATCH:
-                break
+        try:
+            while (done := step()) > 0:
+                total += done
+                if done < BATCH:
+                    break
+        except Exception:  # the next minute's run tries again
+            log.exception("lifecycle job %s failed", name)
         return total
 
     # --- SLA clocks -------------------------------------------------------------
@@ -187,7 +197,7 @@ class Jobs:
         return done
 
     def _mailbox(self, ticket: models.Ticket) -> Mailbox:
-        return self.config.mailbox(ticket.mailbox) or Mailbox(ticket.mailbox, ticket.mailbox)
+        return self.config.mailbox_of(ticket.mailbox)
 
 
 def _claim_clocks(condition: pw.Expression) -> list[models.SlaClock]:

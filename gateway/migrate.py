@@ -14,6 +14,8 @@ tables), so a release can run beside the previous one during an upgrade.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 from collections.abc import Callable
 
@@ -42,7 +44,14 @@ _TICKET_V2 = (
 
 
 def _to_v2(migrator: SchemaMigrator) -> None:
-    """Ticket lifecycle columns; existing tickets get empty clocks."""
+    """Ticket lifecycle columns, filled in from each ticket's history.
+
+    The timed jobs and the reopen window read when a ticket last changed
+    status, was resolved and was closed; release 1 kept that only in its
+    events. SLA clocks cannot be made up afterwards (the targets depend on
+    the configuration): a ticket from release 1 gets its clocks from its
+    next message (see ``sla.on_customer_message``).
+    """
     table = models.Ticket._meta.table_name
     present = {c.name for c in migrator.database.get_columns(table)}
     fields = models.Ticket._meta.fields
@@ -52,6 +61,40 @@ def _to_v2(migrator: SchemaMigrator) -> None:
         if name not in present
     ]
     migrate(*operations)
+    _backfill_v2()
+
+
+def _backfill_v2() -> None:
+    """status_changed_at, resolved_at, closed_at and first_responded_at from the history."""
+    changed: dict[int, dict[str, dt.datetime]] = {}
+    events = models.Event
+    query = (
+        events.select(events.ticket, events.detail, events.created_at)
+        .where(events.kind == "status_changed")
+        .order_by(events.id)
+    )
+    rows: list[tuple[int, str, dt.datetime]] = list(query.tuples())  # type: ignore[arg-type]
+    for ticket_id, detail, moment in rows:
+        new = json.loads(detail).get("new", "")
+        marks = changed.setdefault(ticket_id, {})
+        marks["any"] = moment
+        marks[new] = moment
+    first_answers = (
+        models.Message.select(models.Message.ticket, pw.fn.MIN(models.Message.created_at))
+        .where((models.Message.author_role == "agent") & (models.Message.visibility == "public"))
+        .group_by(models.Message.ticket)
+    )
+    answered: dict[int, dt.datetime] = dict(first_answers.tuples())  # type: ignore[arg-type]
+    for ticket in models.Ticket.select().where(models.Ticket.status_changed_at.is_null()):
+        marks = changed.get(ticket.id, {})
+        ticket.status_changed_at = marks.get("any", ticket.created_at)
+        if ticket.status in {"resolved", "closed"}:
+            fallback = ticket.updated_at if ticket.status == "resolved" else None
+            ticket.resolved_at = marks.get("resolved", fallback)
+        if ticket.status == "closed":
+            ticket.closed_at = marks.get("closed", ticket.updated_at)
+        ticket.first_responded_at = answered.get(ticket.id)
+        ticket.save()
 
 
 # Version reached -> the step that reaches it from the one before.

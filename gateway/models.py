@@ -49,6 +49,10 @@ class BaseModel(pw.Model):
     class Meta:
         database = database
         legacy_table_names = False
+        # save() writes only the fields that changed: the ticket step and a
+        # timed job may update one row in turn (SLA clock marks, a reminder's
+        # time, the status), and a whole-row write by one would undo the other.
+        only_save_dirty = True
 
 
 class SchemaMeta(BaseModel):

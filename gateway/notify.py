@@ -159,8 +159,12 @@ class Notifier:
         return [Recipient(p.email, p.name) for p in query if p.email not in staff]
 
     def _rating(self, ticket: models.Ticket, email: str) -> dict[str, Any]:
-        """Rating links for mail that tells a customer their ticket is resolved."""
-        if ticket.status not in {"resolved", "closed"} or ticket.rating is not None:
+        """Rating links for mail that tells a customer their ticket is resolved (or,
+        once resolved, closed), until they have rated it."""
+        resolved = ticket.status == "resolved" or (
+            ticket.status == "closed" and ticket.resolved_at is not None
+        )
+        if not resolved or ticket.rating is not None:
             return {}
         return ratings.links(self.config.gateway.portal_url, self.secret, ticket, email)
 
@@ -404,10 +408,7 @@ class Notifier:
     def _mailbox(self, ticket: models.Ticket | None) -> Mailbox:
         if ticket is None:
             return self.config.mailboxes[0]
-        mailbox = self.config.mailbox(ticket.mailbox)
-        if mailbox is None:  # the ticket's mailbox was removed from the configuration
-            return Mailbox(address=ticket.mailbox, name=ticket.mailbox)
-        return mailbox
+        return self.config.mailbox_of(ticket.mailbox)
 
 
 def local_time(mailbox: Mailbox, moment: dt.datetime) -> str:

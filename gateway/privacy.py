@@ -102,9 +102,15 @@ class _Person:
         return re.sub(pattern, self.placeholder, text, flags=re.IGNORECASE)
 
     def named_in(self, text: str) -> bool:
-        """Whether ``text`` names them, by address or by a name they used."""
+        """Whether ``text`` names them: their address, or a name they used, as whole words.
+
+        Bounded matches only: "an@example.vn" is not in "lan@example.vn", and
+        the Vietnamese name "An" is not in "Thank you".
+        """
+        if re.search(_BEFORE + re.escape(self.email) + _AFTER, text, re.IGNORECASE):
+            return True
         folded = text.casefold()
-        return self.email.casefold() in folded or any(n in folded for n in self.names)
+        return any(re.search(rf"(?<!\w){re.escape(n)}(?!\w)", folded) for n in self.names)
 
 
 def placeholder(email: str, secret: bytes = b"") -> str:
@@ -372,24 +378,28 @@ def _blank_raw(row: models.RawMessage) -> int:
 
 
 def _blank_outbox(person: _Person, requested: set[int], involved: set[int]) -> int:
-    """Blank mail to them, all mail of their tickets, and mail elsewhere that names them.
+    """Blank mail to them and all mail of their tickets; cancel what is not sent yet.
 
-    A row not sent yet is marked failed: it must not go out, and with its
-    recipient erased it could not.
+    Mail to someone else on a ticket they were only copied on is that
+    person's: once sent, its copy here is blanked if it names them; while
+    it waits to be sent, it is left to go out (cancelling it would break
+    the other customer's conversation).
     """
     outbox = models.Outbox
     theirs = _is(outbox.recipient, person.email) | (outbox.rate_key == person.email)
     ids = _ids(outbox.select(outbox.id).where(theirs | (outbox.ticket << sorted(requested))))
     nearby = outbox.select(outbox.id, outbox.data).where(
-        (outbox.ticket << sorted(involved)) & ~(outbox.id << sorted(ids))
+        (outbox.ticket << sorted(involved))
+        & ~(outbox.id << sorted(ids))
+        & ~(outbox.status << _PENDING)
     )
-    ids |= {row.id for row in nearby if person.named_in(_readable(bytes(row.data)))}
+    named = {row.id for row in nearby if person.named_in(_readable(bytes(row.data)))}
     outbox.update(recipient=person.placeholder, rate_key=person.placeholder).where(theirs).execute()
     outbox.update(
         status=outbox.FAILED, last_error=_NOT_SENT, claimed_by=None, claimed_until=None
     ).where((outbox.id << sorted(ids)) & (outbox.status << _PENDING)).execute()
-    outbox.update(data=b"").where(outbox.id << sorted(ids)).execute()
-    return len(ids)
+    outbox.update(data=b"").where(outbox.id << sorted(ids | named)).execute()
+    return len(ids | named)
 
 
 def _readable(data: bytes) -> str:

@@ -9,15 +9,17 @@ past.
 Definitions (also in README.md, "Reports"):
 
 * opened: tickets created in the period; resolved: tickets whose latest
-  resolution falls in it.
+  resolution falls in it (whatever their status now).
 * first response / resolution time: business time of first-response
   clocks an agent stopped in the period, and of resolution clocks that
   stopped in it. Median (midpoint of the two middle values for an even
   count) and 90th percentile (nearest rank: the smallest value that at
   least 90% of the values do not exceed).
 * SLA attainment, per priority: of the clocks with a target decided in
-  the period (answered, or marked late without an answer yet), the share
-  within target. A clock answered late counts once, as missed.
+  the period (answered or resolved; or marked late without that, even if
+  the ticket was then closed), the share within target. A clock answered
+  late counts once, as missed. Resolution times count only tickets that
+  were resolved, not ones closed unresolved (spam).
 * late response rate: of the agents' responses (first and next) in the
   period, the share that came after the due time.
 * CSAT: good ratings / all ratings given in the period.
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import models, sla
-from gateway.config import Config, Mailbox
+from gateway.config import Config
 from gateway.queries import iso
 
 RESPONSES = sla.RESPONSES
@@ -62,10 +64,12 @@ def build(period: Period) -> dict[str, Any]:
     """The whole report: totals, per priority, per mailbox and per agent."""
     tickets = _tickets(period)
     clocks = _clocks(period)
-    raters = _last_responders(clocks)
+    raters = _last_responders([t for t in tickets if t.rating and not t.assignee])
     by_mailbox: dict[str, list[models.Ticket]] = defaultdict(list)
     for ticket in tickets:
         by_mailbox[ticket.mailbox].append(ticket)
+    for clock in clocks:  # a mailbox whose only activity was answers is reported too
+        by_mailbox.setdefault(clock.ticket.mailbox, [])
     return {
         "period": {
             "since": iso(period.since),
@@ -94,14 +98,12 @@ def _figures(
     resolution = [
         c.business_seconds
         for c in clocks
-        if c.kind == "resolution" and c.stopped_at is not None and period.holds(c.stopped_at)
+        if c.kind == "resolution" and _resolved(c) and period.holds(c.stopped_at)
     ]
     responses = [c for c in clocks if c.kind in RESPONSES and _answered(c, period)]
     return {
         "opened": sum(1 for t in tickets if period.holds(t.created_at)),
-        "resolved": sum(
-            1 for t in tickets if t.status in {"resolved", "closed"} and period.holds(t.resolved_at)
-        ),
+        "resolved": sum(1 for t in tickets if period.holds(t.resolved_at)),
         "first_response": _spread([s for s in first if s is not None]),
         "resolution": _spread([s for s in resolution if s is not None]),
         "responses": len(responses),
@@ -155,15 +157,33 @@ def _answered(clock: models.SlaClock, period: Period) -> bool:
     return clock.stopped_by is not None and period.holds(clock.stopped_at)
 
 
+def _resolved(clock: models.SlaClock) -> bool:
+    """A resolution clock stopped by a resolution (not by closing an unresolved ticket)."""
+    return clock.stopped_at is not None and clock.ticket.resolved_at is not None
+
+
+def _decided(clock: models.SlaClock) -> tuple[dt.datetime, bool] | None:
+    """When a clock's target was met or missed, and whether it was missed; None if open.
+
+    Answered (or, for resolution, resolved): decided then, late or not.
+    Otherwise marked breached: missed then, even if the ticket was later
+    closed without an answer (closing must not hide a miss).
+    """
+    done = clock.stopped_by is not None if clock.kind in RESPONSES else _resolved(clock)
+    if done and clock.stopped_at is not None:
+        return clock.stopped_at, bool(clock.late)
+    if clock.breached_at is not None:
+        return clock.breached_at, True
+    return None
+
+
 def _attainment(clocks: Iterable[models.SlaClock], period: Period) -> dict[str, Any]:
     met = missed = 0
     for clock in clocks:
-        decided = clock.stopped_at if clock.stopped_by or clock.kind == "resolution" else None
-        if decided is not None and period.holds(decided):
-            missed += bool(clock.late)
-            met += not clock.late
-        elif clock.stopped_at is None and period.holds(clock.breached_at):
-            missed += 1
+        decided = _decided(clock)
+        if decided is not None and period.holds(decided[0]):
+            missed += decided[1]
+            met += not decided[1]
     return {"within_target": met, "missed": missed, "rate": _share(met, met + missed)}
 
 
@@ -227,13 +247,20 @@ def _clocks(period: Period) -> list[models.SlaClock]:
     return list(query.where(touched).order_by(clocks.id))
 
 
-def _last_responders(clocks: Sequence[models.SlaClock]) -> dict[int, str]:
-    """Ticket id -> the agent who answered it last (among ``clocks``)."""
-    last: dict[int, str] = {}
-    for clock in clocks:  # in id order: later answers overwrite
-        if clock.kind in RESPONSES and clock.stopped_by:
-            last[clock.ticket.id] = clock.stopped_by
-    return last
+def _last_responders(tickets: Sequence[models.Ticket]) -> dict[int, str]:
+    """Ticket id -> the agent who answered it last, whenever that was."""
+    clocks = models.SlaClock
+    query = (
+        clocks.select(clocks.ticket, clocks.stopped_by)
+        .where(
+            clocks.ticket.in_([t.id for t in tickets])
+            & clocks.kind.in_(RESPONSES)
+            & clocks.stopped_by.is_null(False)
+        )
+        .order_by(clocks.stopped_at, clocks.id)
+    )
+    rows: list[tuple[int, str]] = list(query.tuples())  # type: ignore[arg-type]
+    return dict(rows)  # in answer order: the later answer wins
 
 
 # --- what is waiting on us --------------------------------------------------
@@ -253,7 +280,7 @@ def action_required(
         query = query.where(rows.mailbox == mailbox.lower())
     found = []
     for ticket in query:
-        box = config.mailbox(ticket.mailbox) or Mailbox(ticket.mailbox, ticket.mailbox)
+        box = config.mailbox_of(ticket.mailbox)
         clock = sla.owed(ticket)
         left = sla.remaining(clock, box, now) if clock is not None else None
         found.append((ticket, clock, left))

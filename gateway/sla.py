@@ -69,9 +69,17 @@ def on_customer_message(ticket: models.Ticket, mailbox: Mailbox, now: dt.datetim
     """A customer wrote (after ``on_status`` reopened the ticket, if it did).
 
     If no response is owed yet, a next-response clock starts now; a message
-    that adds to an unanswered one changes nothing.
+    that adds to an unanswered one changes nothing. A ticket from before
+    SLA clocks existed (schema 1) gets its clocks here: a first response if
+    it was never answered, and a resolution clock.
     """
-    if ticket.status in RUNNING and _running(ticket, RESPONSES) is None:
+    if ticket.status not in RUNNING:
+        return
+    if not models.SlaClock.select().where(models.SlaClock.ticket == ticket).exists():
+        first = ticket.first_responded_at is None
+        _start(ticket, mailbox, "first_response" if first else "next_response", now)
+        _start(ticket, mailbox, "resolution", now)
+    elif _running(ticket, RESPONSES) is None:
         _start(ticket, mailbox, "next_response", now)
 
 
@@ -100,13 +108,18 @@ def owed(ticket: models.Ticket) -> models.SlaClock | None:
 
 
 def remaining(clock: models.SlaClock, mailbox: Mailbox, now: dt.datetime) -> float | None:
-    """Business seconds left before ``clock`` is due (negative when late), or None."""
+    """Seconds left before ``clock`` is due, or None without a target.
+
+    Before the due time: business seconds left (what the team has to work
+    with). After it: minus the real seconds since (how long the customer has
+    been kept waiting past the promise), so a late ticket stays late, and
+    grows later, through nights and days off.
+    """
     if clock.due_at is None:
         return None
-    hours = mailbox.hours
     if now <= clock.due_at:
-        return hours.elapsed(now, clock.due_at)
-    return -hours.elapsed(clock.due_at, now)
+        return mailbox.hours.elapsed(now, clock.due_at)
+    return -(now - clock.due_at).total_seconds()
 
 
 # --- one clock -------------------------------------------------------------
@@ -154,14 +167,21 @@ def _reopen(clock: models.SlaClock, mailbox: Mailbox, now: dt.datetime) -> None:
 
 
 def _stop(clock: models.SlaClock, mailbox: Mailbox, now: dt.datetime, *, by: str | None) -> None:
+    """Stop the clock: its running time, pauses excluded, and whether it was late.
+
+    Late means what the breach job means: past ``due_at`` (or already marked
+    breached). A clock stopped while paused has a stale ``due_at``; it is
+    late if its running time exceeded the target.
+    """
     hours = mailbox.hours
-    paused = clock.paused_seconds
-    if clock.paused_at is not None:
-        paused += hours.elapsed(clock.paused_at, now)
-    clock.business_seconds = max(0.0, hours.elapsed(clock.started_at, now) - paused)
-    clock.late = clock.breached_at is not None or (
-        clock.target_seconds is not None and clock.business_seconds > clock.target_seconds
-    )
+    paused = clock.paused_at is not None
+    if clock.paused_at is not None:  # the pause ends here: it counts as paused time
+        clock.paused_seconds += hours.elapsed(clock.paused_at, now)
+    clock.business_seconds = max(0.0, hours.elapsed(clock.started_at, now) - clock.paused_seconds)
+    target = clock.target_seconds
+    over = target is not None and clock.business_seconds > target
+    past_due = clock.due_at is not None and now > clock.due_at
+    clock.late = clock.breached_at is not None or (over if paused else past_due)
     clock.stopped_at, clock.stopped_by, clock.paused_at = now, by, None
     clock.save()
 

@@ -331,16 +331,15 @@ def test_every_job_on_several_instances_happens_once(team: GatewayThread, clock:
             if e.kind in {"sla_warning", "sla_breached", "customer_reminded", "status_changed"}
         ]
     assert sorted(kinds) == [
-        (10000, "customer_reminded", "system"),
-        (10000, "status_changed", "system"),  # waiting a week: resolved
+        (10000, "status_changed", "system"),  # waiting a week: resolved, not reminded first
         (10001, "status_changed", "system"),  # resolved since Friday: closed
         (10002, "customer_reminded", "system"),
         (10003, "sla_breached", "system"),
         (10004, "sla_warning", "system"),
     ]
     assert len(results) == 4
-    # reminders to A and C, resolve to A, close to B; breach to the admin; warning to 3 agents
-    assert len(team.sent_mail()) == before + 2 + 1 + 1 + 1 + 3
+    # reminder to C, resolve to A, close to B; breach to the admin; warning to 3 agents
+    assert len(team.sent_mail()) == before + 1 + 1 + 1 + 1 + 3
 
 
 # --- waiting, reminders, auto-resolve, auto-close, ratings -----------------------------
@@ -408,10 +407,13 @@ def portal_config(folder: Path, database_url: str) -> Path:
 
 
 async def _get(
-    gateway: GatewayThread, path: str, data: dict[str, str] | None = None
+    gateway: GatewayThread, path: str, data: dict[str, str] | None = None, method: str = "GET"
 ) -> tuple[int, str]:
     url = f"http://127.0.0.1:{gateway.port('portal')}{path}"
     async with aiohttp.ClientSession() as session:
+        if method == "HEAD":
+            async with session.head(url, allow_redirects=False) as response:
+                return response.status, ""
         if data is None:
             async with session.get(url, allow_redirects=False) as response:
                 return response.status, await response.text()
@@ -431,6 +433,9 @@ def test_resolve_mail_carries_one_click_rating(
         good = re.search(r"http://portal\.test(/rate/10000/\S+/good)", text)
         bad = re.search(r"http://portal\.test(/rate/10000/\S+/bad)", text)
         assert good and bad
+        # A link scanner's HEAD probe records nothing.
+        assert asyncio.run(_get(gateway, bad.group(1), method="HEAD"))[0] == 405
+        assert ticket_row(gateway).rating is None
         status, page = asyncio.run(_get(gateway, good.group(1)))
         assert status == 200 and "10000" in page
         assert (ticket_row(gateway).rating, ticket_row(gateway).rating_comment) == ("good", None)
@@ -453,3 +458,79 @@ def test_resolve_by_command_alone_tells_the_customer(team: GatewayThread, clock:
     assert "[#10000]" in str(told["Subject"])
     assert told["Auto-Submitted"] == "auto-generated"
     assert ticket_row(team).status == "resolved"
+
+
+# --- clocks through reopening, on-behalf tickets, lateness ----------------------------
+
+
+def test_reopened_after_resolving_while_waiting_counts_working_time_only(
+    team: GatewayThread, clock: Clock
+) -> None:
+    clock.set("2026-11-23 09:00")
+    customer_writes(team, "Billing", to="support+billing@example.com")  # high: 40 h resolution
+    clock.set("2026-11-23 10:00")
+    answer_ticket(team, 10000, "Which invoice?")  # waiting on the customer from here
+    clock.set("2026-11-24 10:00")
+    answer_ticket(team, 10000, "#resolve")  # resolved while waiting: 1 h of work so far
+    assert clocks(team)["resolution"].business_seconds == 3600
+    clock.set("2026-11-25 10:00")
+    [reply] = [m for m in inbox(team, CUSTOMER) if "Which invoice?" in text_of(m)]
+    key = reply["Reply-To"].addresses[0].addr_spec
+    team.send(
+        mail(subject="Re: Billing", sender=f"Khách <{CUSTOMER}>", to=key, body="Still wrong."),
+        rcpts=[key],
+        sender=CUSTOMER,
+    )
+    resolution = clocks(team)["resolution"]
+    assert resolution.stopped_at is None and resolution.paused_seconds == 30 * 3600
+    assert resolution.due_at == saigon("2026-11-27 19:00")  # 40 h of work + 30 h paused
+    clock.set("2026-11-25 12:00")
+    answer_ticket(team, 10000, "#resolve\nCorrected invoice attached.")
+    resolution = clocks(team)["resolution"]
+    assert (resolution.business_seconds, resolution.late) == (3 * 3600, False)
+    assert run_jobs(team)["breach"] == 0
+
+
+def test_on_behalf_ticket_owes_its_clocks(team: GatewayThread, clock: Clock) -> None:
+    from tests.test_agents import personal
+
+    clock.set("2026-11-23 09:00")
+    address = personal(team, LAN)
+    agent_sends(
+        team,
+        mail(
+            subject="Your call",
+            sender=f"Lan <{LAN}>",
+            to=address,
+            body="#on-behalf mai@example.net\n#priority high\nAs promised on the phone.",
+        ),
+    )
+    kinds = clocks(team)
+    assert set(kinds) == {"first_response", "resolution"}
+    assert kinds["resolution"].due_at is not None  # high priority: a 40 h target
+
+
+def test_an_answer_after_the_due_time_is_late_even_at_closing(
+    team: GatewayThread, clock: Clock
+) -> None:
+    clock.set("2026-11-23 16:00")
+    customer_writes(team, "Late one", to="support+billing@example.com")  # due 22:00, closing
+    assert clocks(team)["first_response"].due_at == saigon("2026-11-23 22:00")
+    clock.set("2026-11-23 22:30")  # after hours: no business time has passed since 22:00
+    answer_ticket(team, 10000, "Sorry, here it is.")
+    first = clocks(team)["first_response"]
+    assert (first.business_seconds, first.late) == (6 * 3600, True)
+
+
+def test_a_write_from_an_older_read_keeps_a_jobs_mark(team: GatewayThread, clock: Clock) -> None:
+    """The ticket step and a job may write one clock in turn: only changed fields are
+    written, so the breach job's mark survives the ticket step's later save."""
+    customer_writes(team)
+    with team.db():
+        stale = models.SlaClock.get(models.SlaClock.kind == "first_response")
+        models.SlaClock.update(breached_at=saigon("2026-11-23 10:00")).where(
+            models.SlaClock.id == stale.id
+        ).execute()  # the job, in between
+        stale.priority = "urgent"
+        stale.save()  # the ticket step, from what it read before
+        assert models.SlaClock.get_by_id(stale.id).breached_at == saigon("2026-11-23 10:00")

@@ -43,6 +43,23 @@ def _load_v1(database_url: str, tmp_path: Path) -> pw.Database:
             ),
             (now, now),
         )
+        # A ticket resolved in release 1: its times are only in its history.
+        later = dt.datetime(2026, 11, 2, 10, 0)
+        placeholder = database.param if dialect == "postgres" else "?"
+        database.execute_sql(
+            "INSERT INTO ticket (number, mailbox, subject, requester_email, requester_name, "
+            "status, priority, category, language, created_at, updated_at) VALUES "
+            "(10001, 'support@example.com', 'Refund', 'hoa@example.vn', 'Hoa', "
+            f"'resolved', 'medium', 'general', 'vi', {placeholder}, {placeholder})",
+            (now, later),
+        )
+        resolved = dt.datetime(2026, 11, 1, 15, 0)
+        database.execute_sql(
+            "INSERT INTO event (ticket_id, actor, kind, detail, created_at) SELECT id, 'lan', "
+            '\'status_changed\', \'{"new": "resolved", "old": "open", "why": ""}\', '
+            f"{placeholder} FROM ticket WHERE number = 10001",
+            (resolved,),
+        )
     database.close_all()
     return database
 
@@ -54,6 +71,7 @@ def test_previous_release_schema_upgrades_in_place(database_url: str, tmp_path: 
         with database.connection_context():
             version = models.SchemaMeta.get_by_id("schema_version").value
             ticket = models.Ticket.get(models.Ticket.number == 10000)
+            old = models.Ticket.get(models.Ticket.number == 10001)
             columns = {c.name for c in database.get_columns("ticket")}
             clocks = models.SlaClock.select().count()
         assert version == str(models.SCHEMA_VERSION)
@@ -62,6 +80,12 @@ def test_previous_release_schema_upgrades_in_place(database_url: str, tmp_path: 
         assert ticket.resolved_at is None and ticket.rating is None
         assert set(models.Ticket._meta.fields) <= columns
         assert clocks == 0
+        # times the timed jobs need, filled in from release 1's history
+        assert ticket.status_changed_at == ticket.created_at  # never changed
+        assert (old.resolved_at, old.status_changed_at) == (
+            dt.datetime(2026, 11, 1, 15, 0),
+            dt.datetime(2026, 11, 1, 15, 0),
+        )
     finally:
         database.close_all()
 

@@ -418,3 +418,12 @@ def test_export_of_the_colleague_shows_the_ticket_he_was_copied_on(
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def test_names_and_addresses_match_only_as_whole_words() -> None:
+    """Forgetting "An" (a common Vietnamese name) must not touch mail to Lan or "Thank"."""
+    person = privacy._Person("an@example.vn", "erased-x@invalid", frozenset({"an"}))
+    assert person.named_in("Chào An, đơn hàng đã tới.")
+    assert person.named_in("Cc: an@example.vn")
+    assert not person.named_in("Thank you, Lan <lan@example.vn>")
+    assert not person.named_in("To: Hoa <hoa@example.vn>; banana@example.vn")

@@ -161,12 +161,12 @@ def test_action_required_most_urgent_first(
     rows = json.loads(
         run_cli(capsys, "tickets", "list", "--action-required", "--json", "--config", str(path))
     )
-    # T5 is 12 business hours late (Tue 15-22, Wed 07-12); T4 has 6 h left (Wed 12-18).
+    # T5 is 21 hours late (due Tue 15:00, real time since); T4 has 6 business hours left.
     assert [(r["number"], r["seconds_left"], r["late"]) for r in rows] == [
-        (10004, -12 * 3600, True),
+        (10004, -21 * 3600, True),
         (10003, 6 * 3600, False),
     ]
     assert rows[1]["due_at"] == saigon("2026-11-25 18:00").isoformat() + "Z"
     text = run_cli(capsys, "tickets", "list", "--action-required", "--config", str(path))
-    assert "late 12 h" in text and "6 h" in text
+    assert "late 21 h" in text and "6 h" in text
     assert "2 ticket(s) waiting on us, 1 late" in text

@@ -61,6 +61,7 @@ LINK_COOKIE = "gw_link"
 LANG_COOKIE = "gw_lang"
 CODE_MINUTES = int(access.CODE_LIFETIME.total_seconds() // 60)
 GET_PAGE = {"/code": "/verify", "/verify": "/verify", "/new": "/new", "/link": "/link"}
+RATING_BODY_LIMIT = 16 * 1024  # bytes: a comment of 2,000 characters, form-encoded
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -118,7 +119,10 @@ class Portal:
                 web.post("/new", self.new_request),
                 web.get("/link", self.link_form),
                 web.post("/link", self.link_request),
-                web.get(r"/rate/{number:\d+}/{token}/{rating:good|bad}", self.rate),
+                # No HEAD: a link scanner's probe must not record a rating.
+                web.get(
+                    r"/rate/{number:\d+}/{token}/{rating:good|bad}", self.rate, allow_head=False
+                ),
                 web.post(r"/rate/{number:\d+}/{token}/{rating:good|bad}", self.rate),
                 web.post("/logout", self.logout),
                 web.static("/static", str(PACKAGE_TEMPLATES / "portal" / "static")),
@@ -517,9 +521,18 @@ class Portal:
     # --- satisfaction -------------------------------------------------------------
 
     async def rate(self, request: web.Request) -> web.Response:
-        """Record the rating a link names; a POST adds the customer's comment."""
+        """Record the rating a link names; a POST adds the customer's comment.
+
+        The token is checked before a POST's body is read, and the body is
+        small: a stranger cannot make the portal read megabytes for nothing.
+        """
+        number, token = int(request.match_info["number"]), request.match_info["token"]
+        if not await self.store.run(_rating_token_ok, self.secret, number, token):
+            raise web.HTTPNotFound()
         comment = None
         if request.method == "POST":
+            if (request.content_length or 0) > RATING_BODY_LIMIT:
+                raise web.HTTPRequestEntityTooLarge(RATING_BODY_LIMIT, request.content_length or 0)
             data = await request.post()
             comment = str(data.get("comment", ""))
         found = await self.store.run(
@@ -784,6 +797,11 @@ def _attachment(number: int, attachment_id: int, email: str) -> tuple[str, str, 
     return found.filename, found.content_type, bytes(found.blob.data)
 
 
+def _rating_token_ok(secret: bytes, number: int, token: str) -> bool:
+    ticket = models.Ticket.get_or_none(models.Ticket.number == number)
+    return bool(secret) and ticket is not None and ratings.rater(secret, ticket, token) is not None
+
+
 def _rate(
     secret: bytes, number: int, token: str, rating: str, comment: str | None
 ) -> models.Ticket | None:
@@ -807,7 +825,7 @@ def _close(config: Config, number: int, email: str) -> bool:
         tickets.set_status(
             ticket,
             "closed",
-            mailbox=config.mailbox(ticket.mailbox) or config.mailboxes[0],
+            mailbox=config.mailbox_of(ticket.mailbox),
             actor=email,
             why="closed by the customer in the portal",
         )
