@@ -307,6 +307,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=cfg.gateway.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its job bookkeeping is noise
     log.info("ticket-gateway %s starting with %s", __version__, cfg.path)
 
     asyncio.run(serve(cfg))
