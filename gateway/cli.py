@@ -614,11 +614,6 @@ def status() -> dict[str, Any]:
     """What the database knows about the running gateway (the pollers persist theirs)."""
     from gateway import models
 
-    def counts(model: type[models.Inbound] | type[models.Outbox]) -> dict[str, int]:
-        query = model.select(model.status, pw.fn.COUNT(model.id)).group_by(model.status)
-        rows: list[tuple[str, int]] = list(query.tuples())  # type: ignore[arg-type]
-        return {str(status): int(n) for status, n in rows}
-
     def when(moment: dt.datetime | None) -> str | None:
         return moment.isoformat() if moment else None
 
@@ -649,12 +644,7 @@ def status() -> dict[str, Any]:
         }
         for row in models.JobRun.select().order_by(models.JobRun.name)
     ]
-    return {
-        "imap": imap,
-        "inbound": counts(models.Inbound),
-        "outbox": counts(models.Outbox),
-        "jobs": jobs,
-    }
+    return {"imap": imap, **queries.counts_by_status(), "jobs": jobs}
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

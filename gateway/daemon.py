@@ -22,7 +22,7 @@ from pathlib import Path
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway import agents, dkim, listener, scheduler
+from gateway import agents, dkim, listener, queries, scheduler, systemd
 from gateway import config as config_module
 from gateway.api.views import Api
 from gateway.config import Config, ListenAddress
@@ -224,6 +224,12 @@ class Gateway:
             self.config.gateway.portal_url or "no portal_url: no links in mail",
         )
 
+    async def status_line(self) -> str:
+        """The queues in one line (a database round trip)."""
+        assert self.store is not None
+        counts = await self.store.run(queries.counts_by_status)
+        return queries.status_line(counts)
+
     async def idle(self) -> None:
         """Wait until every message accepted so far is processed."""
         if self.processor is not None:
@@ -284,21 +290,59 @@ def load_secret(config: Config) -> bytes:
 
 
 async def serve(config: Config) -> None:
-    """Run the gateway until SIGTERM or SIGINT; SIGHUP reloads the configuration."""
+    """Run the gateway until SIGTERM or SIGINT; SIGHUP reloads the configuration.
+
+    Under systemd (Type=notify) it says READY=1 once every listener is bound
+    and the database answered, pings the watchdog, and keeps a STATUS= line
+    with the queues; RELOADING=1 and STOPPING=1 frame a reload and the stop.
+    """
     gateway = Gateway(config)
     pid_file = config.gateway.pid_file
+    heartbeat: asyncio.Task[None] | None = None
     try:
         await gateway.start()
         if pid_file is not None:
             pid_file.parent.mkdir(parents=True, exist_ok=True)
             pid_file.write_text(f"{os.getpid()}\n")
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(gateway.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(gateway)))
+        systemd.notify("READY=1", "STATUS=" + await gateway.status_line())
+        heartbeat = asyncio.create_task(_heartbeat(gateway), name="heartbeat")
         await _wait_for_stop()
     finally:
+        systemd.notify("STOPPING=1", "STATUS=stopping: finishing sessions in flight")
+        if heartbeat is not None:
+            heartbeat.cancel()
         await gateway.stop()
         if pid_file is not None:
             pid_file.unlink(missing_ok=True)
+
+
+STATUS_EVERY = 30.0  # seconds between STATUS= lines
+
+
+async def _reload(gateway: Gateway) -> None:
+    systemd.reloading()
+    await gateway.reload()
+    systemd.notify("READY=1", "STATUS=" + await gateway.status_line())
+
+
+async def _heartbeat(gateway: Gateway) -> None:
+    """WATCHDOG=1 while the loop and the database answer; a fresh STATUS= line.
+
+    The ping needs a database round trip, so a daemon whose loop is stuck or
+    whose store no longer answers stops pinging and systemd restarts it.
+    """
+    watchdog = systemd.watchdog_interval()
+    every = min(STATUS_EVERY, watchdog) if watchdog else STATUS_EVERY
+    while True:
+        await asyncio.sleep(every)
+        try:
+            line = await gateway.status_line()
+        except Exception as exc:  # no ping: the watchdog decides
+            log.warning("status check failed: %s", exc)
+            continue
+        systemd.notify(*(["WATCHDOG=1"] if watchdog else []), "STATUS=" + line)
 
 
 def _remove_stale_socket(path: Path) -> None:

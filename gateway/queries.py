@@ -164,3 +164,24 @@ def find_inbound(ref: str) -> models.Inbound | None:
         if found is not None:
             return found
     return models.Inbound.get_or_none(models.Inbound.queue_id == ref.upper())
+
+
+def counts_by_status() -> dict[str, dict[str, int]]:
+    """Inbound and outbox rows per status: the queues at a glance."""
+    result: dict[str, dict[str, int]] = {}
+    for name, model in (("inbound", models.Inbound), ("outbox", models.Outbox)):
+        query = model.select(model.status, pw.fn.COUNT(model.id)).group_by(model.status)
+        rows: list[tuple[str, int]] = list(query.tuples())  # type: ignore[arg-type]
+        result[name] = {str(status): int(n) for status, n in rows}
+    return result
+
+
+def status_line(counts: dict[str, dict[str, int]]) -> str:
+    """One line for systemd's STATUS= and the log: what waits, what failed."""
+    inbound, outbox = counts["inbound"], counts["outbox"]
+    return (
+        f"inbound {inbound.get('received', 0)} waiting, "
+        f"{inbound.get('quarantined', 0)} quarantined; outbox "
+        f"{outbox.get('queued', 0) + outbox.get('sending', 0)} queued, "
+        f"{outbox.get('deferred', 0)} deferred, {outbox.get('failed', 0)} failed"
+    )
