@@ -75,6 +75,9 @@ GATEWAY_KEYS = frozenset(
         "secret_file",
         "pid_file",
         "api_rate",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_required",
     }
 )
 MAILBOX_KEYS = frozenset(
@@ -294,6 +297,9 @@ class GatewaySettings:
     secret_file: Path | None = None
     pid_file: Path | None = None
     api_rate: Rate = Rate(120, 60)  # requests per API token
+    tls_cert_file: Path | None = None  # STARTTLS on the SMTP listener, with
+    tls_key_file: Path | None = None  # both set; reloaded on SIGHUP
+    tls_required: bool = False  # refuse MAIL before STARTTLS
 
 
 @dataclass(frozen=True)
@@ -519,7 +525,19 @@ class _Reader:
             pid_file=self.value(data, p, "pid_file", None, self.path)
             or self.path("var/ticket-gateway.pid"),
             api_rate=self.value(data, p, "api_rate", d.api_rate, _rate),
+            **self.tls(data, p),
         )
+
+    def tls(self, data: Mapping[str, Any], p: str) -> dict[str, Any]:
+        """tls_cert_file and tls_key_file (both or neither), and tls_required."""
+        cert = self.value(data, p, "tls_cert_file", None, self.path)
+        key = self.value(data, p, "tls_key_file", None, self.path)
+        required = self.value(data, p, "tls_required", False, _bool)
+        if (cert is None) != (key is None):
+            self.problem(p + "tls_cert_file", "STARTTLS needs tls_cert_file and tls_key_file")
+        elif required and cert is None:
+            self.problem(p + "tls_required", "needs tls_cert_file and tls_key_file")
+        return {"tls_cert_file": cert, "tls_key_file": key, "tls_required": required}
 
     def mailboxes(self, items: Any) -> tuple[Mailbox, ...]:
         if not isinstance(items, list) or not items:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway import agents, dkim, listener, queries, scheduler, systemd
+from gateway import agents, dkim, listener, queries, scheduler, systemd, tls
 from gateway import config as config_module
 from gateway.api.views import Api
 from gateway.config import Config, ListenAddress
@@ -174,10 +175,25 @@ class Gateway:
         for component in components:
             if component is not None:
                 component.config = new
+        self._reload_tls(new)
         assert self.store is not None
         changes = await self.store.run(agents.sync, new)
         log.info("reloaded %s: %d roster change(s)", new.path, len(changes))
         return True
+
+    def _reload_tls(self, config: Config) -> None:
+        """Read the certificate again (renewals need no restart); keep the old on error."""
+        handler = self.handlers.get("smtp")
+        if handler is None:
+            return
+        try:
+            handler.tls_context = _tls_context(config)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload: keeping the previous TLS certificate: %s", problem)
+            return
+        if handler.tls_context is not None:
+            log.info("STARTTLS certificate (re)loaded from %s", config.gateway.tls_cert_file)
 
     def bound(self, protocol: str) -> str:
         """Where a listener is bound, e.g. ``127.0.0.1:2525`` (port 0 resolved)."""
@@ -189,8 +205,10 @@ class Gateway:
             _remove_stale_socket(Path(where.unix_path))
         assert self.processor is not None
         handler = listener.Handler(self.config, intake, self.processor, protocol)
+        if protocol == "smtp":
+            handler.tls_context = _tls_context(self.config)
         self.handlers[protocol] = handler
-        self.servers[protocol] = await listener.start(self.config, handler, where)
+        self.servers[protocol] = await listener.start(handler, where)
         log.info("listening for %s on %s", protocol.upper(), self.bound(protocol))
 
     async def _serve_portal(self, intake: Intake, where: ListenAddress) -> None:
@@ -278,6 +296,17 @@ def _dkim_signer(config: Config) -> Callable[[bytes], bytes]:
         )
 
     return sign
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    """The SMTP listener's STARTTLS context, None without a certificate."""
+    cfg = config.gateway
+    if cfg.tls_cert_file is None or cfg.tls_key_file is None:
+        return None
+    try:
+        return tls.server_context(cfg.tls_cert_file, cfg.tls_key_file)
+    except ValueError as exc:
+        raise ConfigError([f"{config.path}: gateway.tls_cert_file: {exc}"]) from exc
 
 
 def load_secret(config: Config) -> bytes:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import defaultdict
 from typing import Any
 
@@ -95,6 +96,7 @@ class Handler:
         self.processor = processor
         self.protocol = protocol
         self.sessions: set[_Tracked] = set()
+        self.tls_context: ssl.SSLContext | None = None  # STARTTLS, when configured
 
     async def drain(self, grace: float) -> None:
         """Close idle sessions at once; give those with mail in flight ``grace`` seconds."""
@@ -176,18 +178,23 @@ def _peer(session: Session) -> str:
     return str(peer or "local")
 
 
-async def start(config: Config, handler: Handler, where: ListenAddress) -> asyncio.Server:
+async def start(handler: Handler, where: ListenAddress) -> asyncio.Server:
     """Bind a listener for ``handler.protocol`` at ``where``."""
     server_class = GatewayLMTP if handler.protocol == "lmtp" else GatewaySMTP
 
     def factory() -> SMTP:
+        # Read per connection: a reload swaps the handler's context and
+        # settings, and the next session uses them.
+        tls = handler.tls_context if handler.protocol == "smtp" else None
         return server_class(
             handler,
-            hostname=config.gateway.hostname,
+            hostname=handler.config.gateway.hostname,
             ident="ticket-gateway",
-            data_size_limit=config.gateway.max_message_size,
+            data_size_limit=handler.config.gateway.max_message_size,
             enable_SMTPUTF8=True,
             timeout=300,
+            tls_context=tls,
+            require_starttls=tls is not None and handler.config.gateway.tls_required,
         )
 
     loop = asyncio.get_running_loop()
