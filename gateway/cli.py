@@ -27,6 +27,7 @@ from gateway import (
     agents,
     config,
     demo,
+    logs,
     models,
     outbox,
     preview,
@@ -82,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "serve", cmd_serve, "run the daemon (SMTP/LMTP, portal, IMAP pollers, outbox)"
     )
     serve.add_argument(
-        "--log-format", choices=("text", "json"), default="text", help=argparse.SUPPRESS
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="log lines as text or JSON objects (default: log_format in the configuration)",
     )
     _command(
         commands,
@@ -304,10 +308,7 @@ def _open(args: argparse.Namespace) -> config.Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = config.load(args.config)
-    logging.basicConfig(
-        level=cfg.gateway.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its job bookkeeping is noise
+    logs.configure(cfg.gateway.log_level, args.log_format or cfg.gateway.log_format)
     log.info("ticket-gateway %s starting with %s", __version__, cfg.path)
 
     asyncio.run(serve(cfg))
@@ -604,6 +605,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name in ("inbound", "outbox"):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(data[name].items())) or "none"
         print(f"{name}: {counts}")
+    print(f"quarantine: {data['inbound'].get('quarantined', 0)} message(s)")
+    for item in data["instances"]:
+        where = ", ".join(f"{k} {v}" for k, v in sorted(item["listeners"].items()))
+        state = "" if item["alive"] else " (not seen for 2 minutes: stopped or stuck?)"
+        print(f"instance {item['name']} {item['version']}: {where}{state}")
     for job in data["jobs"]:
         outcome = f"failed: {job['error']}" if job["error"] else f"{job['done']} done"
         print(f"job {job['name']}: last run {_short_time(job['started_at'])}, {outcome}")
@@ -644,7 +650,23 @@ def status() -> dict[str, Any]:
         }
         for row in models.JobRun.select().order_by(models.JobRun.name)
     ]
-    return {"imap": imap, **queries.counts_by_status(), "jobs": jobs}
+    instances = [
+        {
+            "name": row.name,
+            "version": row.version,
+            "listeners": json.loads(row.listeners),
+            "started_at": when(row.started_at),
+            "seen_at": when(row.seen_at),
+            "alive": (utcnow() - row.seen_at).total_seconds() < 120,
+        }
+        for row in models.Instance.select().order_by(models.Instance.name)
+    ]
+    return {
+        "instances": instances,
+        "imap": imap,
+        **queries.counts_by_status(),
+        "jobs": jobs,
+    }
 
 
 def cmd_reload(args: argparse.Namespace) -> int:

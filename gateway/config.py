@@ -78,6 +78,8 @@ GATEWAY_KEYS = frozenset(
         "tls_cert_file",
         "tls_key_file",
         "tls_required",
+        "metrics_listen",
+        "log_format",
     }
 )
 MAILBOX_KEYS = frozenset(
@@ -282,6 +284,7 @@ class GatewaySettings:
     ticket_number_start: int = 10000
     limits: ParseLimits = field(default_factory=ParseLimits)
     log_level: str = "INFO"
+    log_format: str = "text"  # text | json (one object per line)
     outbound: str = "maildir:var/outbox"
     outbound_max_age: int = 5 * 86400
     templates_dir: Path | None = None
@@ -300,6 +303,7 @@ class GatewaySettings:
     tls_cert_file: Path | None = None  # STARTTLS on the SMTP listener, with
     tls_key_file: Path | None = None  # both set; reloaded on SIGHUP
     tls_required: bool = False  # refuse MAIL before STARTTLS
+    metrics_listen: ListenAddress | None = None  # GET /metrics for Prometheus
 
 
 @dataclass(frozen=True)
@@ -504,6 +508,7 @@ class _Reader:
             ),
             limits=limits,
             log_level=self.value(data, p, "log_level", d.log_level, _log_level),
+            log_format=self.value(data, p, "log_format", d.log_format, _log_format),
             outbound=self.value(data, p, "outbound", d.outbound, _outbound),
             outbound_max_age=self.value(data, p, "outbound_max_age", d.outbound_max_age, _duration),
             templates_dir=self.value(data, p, "templates_dir", None, self.path),
@@ -526,6 +531,7 @@ class _Reader:
             or self.path("var/ticket-gateway.pid"),
             api_rate=self.value(data, p, "api_rate", d.api_rate, _rate),
             **self.tls(data, p),
+            metrics_listen=self.value(data, p, "metrics_listen", None, _listen),
         )
 
     def tls(self, data: Mapping[str, Any], p: str) -> dict[str, Any]:
@@ -1003,6 +1009,13 @@ def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"must be true or false, not {value!r}")
     return value
+
+
+def _log_format(value: Any) -> str:
+    text = _text(value).lower()
+    if text not in {"text", "json"}:
+        raise ValueError(f'{text!r} is neither "text" nor "json"')
+    return text
 
 
 def _log_level(value: Any) -> str:

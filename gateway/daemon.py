@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
+import socket
 import ssl
 import stat
 from collections.abc import Callable
@@ -22,12 +24,24 @@ from pathlib import Path
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway import agents, dkim, listener, queries, scheduler, systemd, tls
+from gateway import (
+    __version__,
+    agents,
+    dkim,
+    listener,
+    metrics,
+    models,
+    queries,
+    scheduler,
+    systemd,
+    tls,
+)
 from gateway import config as config_module
 from gateway.api.views import Api
 from gateway.config import Config, ListenAddress
-from gateway.db import Store, open_database, redact
+from gateway.db import Store, open_database, redact, utcnow
 from gateway.deliver import transport_from_url
 from gateway.errors import ConfigError
 from gateway.intake import Intake
@@ -59,6 +73,8 @@ class Gateway:
         self.pollers: dict[str, Poller] = {}
         self._poller_tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []  # besides the portal's
+        self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.scheduler: AsyncIOScheduler | None = None
         self.jobs: Jobs | None = None
         self.portal: Portal | None = None
@@ -93,9 +109,12 @@ class Gateway:
                 await self._listen(intake, protocol, where)
         if cfg.portal_listen is not None:
             await self._serve_portal(intake, cfg.portal_listen)
+        if cfg.metrics_listen is not None:
+            await self._serve_metrics(cfg.metrics_listen)
         self._start_pollers(intake)
         self.jobs = Jobs(self.config, self.notifier)
         self.scheduler = scheduler.start(self.store, self.jobs, on_queued=self.outbox.wake)
+        await self.store.run(_register, self.instance, self.listening())
         log.info(
             "ready: %d mailbox(es): %s",
             len(self.config.mailboxes),
@@ -243,10 +262,36 @@ class Gateway:
         )
 
     async def status_line(self) -> str:
-        """The queues in one line (a database round trip)."""
+        """The queues in one line; also tells ``status`` that this instance is alive."""
         assert self.store is not None
         counts = await self.store.run(queries.counts_by_status)
+        await self.store.run(_register, self.instance, self.listening())
         return queries.status_line(counts)
+
+    def listening(self) -> dict[str, str]:
+        """Where each listener is bound, e.g. {"smtp": "127.0.0.1:2525"}."""
+        return {name: self.bound(name) for name in self.servers}
+
+    async def _serve_metrics(self, where: ListenAddress) -> None:
+        """GET /metrics for Prometheus, on its own listener (keep it off the Internet)."""
+        store = self.store
+        assert store is not None
+
+        async def scrape(_request: web.Request) -> web.Response:
+            body = await store.run(metrics.exposition)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.add_routes([web.get("/metrics", scrape)])
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, where.host, where.port)
+        await site.start()
+        self._runners.append(runner)
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self.servers["metrics"] = server
+        log.info("metrics on http://%s/metrics", self.bound("metrics"))
 
     async def idle(self) -> None:
         """Wait until every message accepted so far is processed."""
@@ -262,6 +307,10 @@ class Gateway:
         if self._runner is not None:
             await self._runner.cleanup()
             self.servers.pop("portal", None)
+        for runner in self._runners:
+            await runner.cleanup()
+        self.servers.pop("metrics", None)
+        self._runners = []
         for server in self.servers.values():
             server.close()
         await asyncio.gather(*(h.drain(SHUTDOWN_GRACE) for h in self.handlers.values()))
@@ -276,8 +325,30 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.store is not None:
+            with contextlib.suppress(Exception):  # status only; the stop goes on
+                await self.store.run(_unregister, self.instance)
             self.store.close()
         log.info("stopped")
+
+
+def _register(name: str, listeners: dict[str, str]) -> None:
+    """Record (or refresh) this instance and its listeners for ``status``."""
+    rows = models.Instance
+    now = utcnow()
+    rows.insert(
+        name=name,
+        version=__version__,
+        listeners=json.dumps(listeners),
+        started_at=now,
+        seen_at=now,
+    ).on_conflict(
+        conflict_target=[rows.name],
+        update={rows.seen_at: now, rows.listeners: json.dumps(listeners)},
+    ).execute()
+
+
+def _unregister(name: str) -> None:
+    models.Instance.delete().where(models.Instance.name == name).execute()
 
 
 def _dkim_signer(config: Config) -> Callable[[bytes], bytes]:

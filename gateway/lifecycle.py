@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import peewee as pw
 
-from gateway import models, sla, tickets
+from gateway import metrics, models, sla, tickets
 from gateway.config import Config, Mailbox
 from gateway.db import transaction, utcnow
 from gateway.events import record
@@ -113,6 +113,7 @@ class Jobs:
                     "%s %s is late (due %s)", ticket_ref(ticket), clock.kind, iso(clock.due_at)
                 )
                 record(ticket, "sla_breached", clock=clock.kind, due_at=iso(clock.due_at))
+                metrics.SLA_BREACHES.inc()
                 told = {a.email: a for a in mailbox.admins}
                 for agent in self.notifier.responsible(ticket):
                     if ticket.assignee or not told:

@@ -22,6 +22,7 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from gateway import metrics
 from gateway.config import Config, ListenAddress
 from gateway.errors import StorageError
 from gateway.intake import Delivery, Intake
@@ -119,9 +120,11 @@ class Handler:
         rcpt_options: list[str],
     ) -> str:
         if len(envelope.rcpt_tos) >= self.config.gateway.max_recipients:
+            metrics.RECIPIENTS_REFUSED.labels("too_many").inc()
             return "452 4.5.3 Too many recipients"
         if self.config.route(address) is None:
             log.info("%s rejected recipient %s: no such mailbox", _peer(session), address)
+            metrics.RECIPIENTS_REFUSED.labels("unknown").inc()
             return f"550 5.1.1 <{address}>: no such mailbox here"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
@@ -134,7 +137,9 @@ class Handler:
             spooled = await self.intake.spool(raw, self._envelope(session, envelope), deliveries)
         except StorageError as exc:
             log.error("%s message not stored, answered 451: %s", _peer(session), exc)
+            metrics.MESSAGES.labels("deferred").inc()
             return self._reply(envelope, TEMPORARY_FAILURE)
+        metrics.MESSAGES.labels("accepted").inc()
         for item in spooled:
             if not item.duplicate:
                 self.processor.submit(item.inbound_id)

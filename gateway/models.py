@@ -20,6 +20,7 @@ Tables in the order of the flow:
     imap_checkpoint  per IMAP mailbox and folder: the last UID imported under
                   which UIDVALIDITY, and the poller's live state for `status`
     job_run       the last run of each timed job, for `status`
+    instance      each running daemon and its listeners, for `status`
     api_token     agents' API tokens (hashed); idempotency_key: answered POSTs
     counter       named counters (ticket numbers), safe across instances
     schema_meta   the schema version
@@ -409,6 +410,16 @@ class IdempotencyKey(BaseModel):
         indexes: ClassVar = ((("token", "key"), True),)
 
 
+class Instance(BaseModel):
+    """A running daemon and where it listens, refreshed while it runs, for `status`."""
+
+    name = pw.CharField(primary_key=True, max_length=255)  # host:pid
+    version = pw.CharField(max_length=32)
+    listeners = pw.TextField(default="{}")  # JSON: {"smtp": "127.0.0.1:2525", ...}
+    started_at = pw.DateTimeField()
+    seen_at = pw.DateTimeField()
+
+
 class JobRun(BaseModel):
     """The last run of a timed job (any instance's), for ``ticket-gateway status``."""
 
@@ -441,6 +452,7 @@ MODELS: tuple[type[BaseModel], ...] = (
     Suppression,
     ImapCheckpoint,
     JobRun,
+    Instance,
     ApiToken,
     IdempotencyKey,
 )

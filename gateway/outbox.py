@@ -28,7 +28,7 @@ from typing import Any
 
 import peewee as pw
 
-from gateway import models
+from gateway import metrics, models
 from gateway.config import Config
 from gateway.db import Store, transaction, utcnow
 from gateway.deliver import DeliveryResult, Transport
@@ -142,6 +142,7 @@ def finish(row_id: int, instance: str, result: DeliveryResult, max_age: int) -> 
             delay = min(FIRST_RETRY * 2 ** (row.attempts - 1), MAX_RETRY)
             row.next_attempt_at = now + dt.timedelta(seconds=delay)
         row.save()
+    metrics.MAILS.labels(str(row.status)).inc()
     return str(row.status)
 
 

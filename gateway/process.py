@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import peewee as pw
 
-from gateway import models, tickets
+from gateway import metrics, models, tickets
 from gateway.classify import classify
 from gateway.config import Config
 from gateway.db import Store, transaction, utcnow
@@ -76,6 +76,10 @@ def process_inbound(
                 _finish(claimed, models.Inbound.QUARANTINED, outcome.reason)
             else:
                 _finish(claimed, models.Inbound.PROCESSED, None)
+        if outcome.action == "held":
+            metrics.MESSAGES.labels("quarantined").inc()
+        elif outcome.action == "created":
+            metrics.TICKETS_CREATED.inc()
     except pw.PeeweeException:
         raise
     except ProcessingError as exc:
@@ -92,6 +96,14 @@ def process_inbound(
         outcome.ticket_number or "-",
         row.mailbox,
         " (auto: " + "; ".join(verdict.reasons) + ")" if verdict.auto else "",
+        extra={
+            "queue_id": row.queue_id,
+            "message_id": row.message_id,
+            "mailbox": row.mailbox,
+            "ticket": outcome.ticket_number,
+            "action": outcome.action,
+            "protocol": row.protocol,
+        },
     )
     return Result("processed", outcome.action, outcome.ticket_number)
 
@@ -121,6 +133,7 @@ def quarantine(inbound_id: int, reason: str, database: pw.Database) -> Result:
         _finish(row, models.Inbound.QUARANTINED, reason)
         record(None, "quarantined", inbound=row, reason=reason)
     log.warning("%s <%s> quarantined: %s", row.queue_id, row.message_id or "-", reason)
+    metrics.MESSAGES.labels("quarantined").inc()
     return Result("quarantined", reason=reason)
 
 

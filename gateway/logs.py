@@ -1,0 +1,55 @@
+"""Log lines for people (text) or for log shippers (JSON, one object per line).
+
+``log_format = "json"`` in [gateway] (or ``serve --log-format json``) writes
+each record as one JSON object: time, level, logger, message, and the
+structured fields a step attached with ``extra=`` (the processing line has
+queue_id, message_id, mailbox, ticket and action), so a log pipeline can
+filter on them without parsing the message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+# Attributes every LogRecord has; anything else on a record came from extra=.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD:
+                data[key] = value
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def configure(level: str, style: str) -> None:
+    """Log to stderr (the journal, under systemd) as ``text`` or ``json``."""
+    handler = logging.StreamHandler()
+    if style == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its bookkeeping is noise
