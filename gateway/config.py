@@ -80,6 +80,7 @@ GATEWAY_KEYS = frozenset(
         "tls_required",
         "metrics_listen",
         "log_format",
+        "timed_jobs_every",
     }
 )
 MAILBOX_KEYS = frozenset(
@@ -304,6 +305,7 @@ class GatewaySettings:
     tls_key_file: Path | None = None  # both set; reloaded on SIGHUP
     tls_required: bool = False  # refuse MAIL before STARTTLS
     metrics_listen: ListenAddress | None = None  # GET /metrics for Prometheus
+    timed_jobs_every: int = 60  # seconds between runs of the SLA and lifecycle jobs
 
 
 @dataclass(frozen=True)
@@ -532,6 +534,7 @@ class _Reader:
             api_rate=self.value(data, p, "api_rate", d.api_rate, _rate),
             **self.tls(data, p),
             metrics_listen=self.value(data, p, "metrics_listen", None, _listen),
+            timed_jobs_every=self.value(data, p, "timed_jobs_every", d.timed_jobs_every, _duration),
         )
 
     def tls(self, data: Mapping[str, Any], p: str) -> dict[str, Any]:
@@ -905,8 +908,8 @@ def _targets(value: Any) -> tuple[tuple[str, int], ...]:
         if priority not in PRIORITIES:
             raise ValueError(f"{priority!r} is not a priority (low, medium, high, urgent)")
         seconds = _duration(target)
-        if seconds < 60:
-            raise ValueError(f"{priority} = {target!r}: a target must be at least 1min")
+        if seconds < 1:
+            raise ValueError(f"{priority} = {target!r}: a target must be at least 1s")
         targets.append((priority, seconds))
     return tuple(targets)
 

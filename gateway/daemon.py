@@ -113,7 +113,12 @@ class Gateway:
             await self._serve_metrics(cfg.metrics_listen)
         self._start_pollers(intake)
         self.jobs = Jobs(self.config, self.notifier)
-        self.scheduler = scheduler.start(self.store, self.jobs, on_queued=self.outbox.wake)
+        self.scheduler = scheduler.start(
+            self.store,
+            self.jobs,
+            on_queued=self.outbox.wake,
+            lifecycle_every=cfg.timed_jobs_every,
+        )
         await self.store.run(_register, self.instance, self.listening())
         log.info(
             "ready: %d mailbox(es): %s",

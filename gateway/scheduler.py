@@ -44,7 +44,10 @@ def purge_expired() -> int:
 
 
 def start(
-    store: Store, jobs: Jobs, on_queued: Callable[[], None] = lambda: None
+    store: Store,
+    jobs: Jobs,
+    on_queued: Callable[[], None] = lambda: None,
+    lifecycle_every: int = LIFECYCLE_EVERY,
 ) -> AsyncIOScheduler:
     """Start the scheduler on the running loop with every job.
 
@@ -67,7 +70,7 @@ def start(
         return sum(done.values())
 
     for name, job, every in (
-        ("lifecycle", lifecycle, LIFECYCLE_EVERY),
+        ("lifecycle", lifecycle, lifecycle_every),
         ("purge", purge, PURGE_EVERY),
     ):
         scheduler.add_job(

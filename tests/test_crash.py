@@ -154,3 +154,45 @@ def assert_exactly_once(ids: list[str]) -> None:
     assert models.Ticket.select().count() == len(ids)
     numbers = [t.number for t in models.Ticket.select(models.Ticket.number)]
     assert len(set(numbers)) == len(ids)
+
+
+def test_sigterm_during_load_loses_nothing_and_exits_0(tmp_path: Path, database_url: str) -> None:
+    """SIGTERM while a sender keeps offering mail: every 250 is stored, nothing twice,
+    and each stop ends with exit status 0 (sessions in flight finish, new ones get 421)."""
+    port = free_port()
+    config = write_config(tmp_path, database_url)
+    text = config.read_text().replace(
+        'smtp_listen = "127.0.0.1:0"', f'smtp_listen = "127.0.0.1:{port}"'
+    )
+    config.write_text(text.replace('lmtp_listen = "127.0.0.1:0"', 'lmtp_listen = ""'))
+    daemon = Daemon(config, port, tmp_path / "daemon.log")
+    ids = [f"term-{i}-{os.getpid()}@test.example" for i in range(MESSAGES)]
+    acknowledged: set[str] = set()
+    stop = threading.Event()
+    rng = random.Random(os.environ.get("CRASH_SEED", "20261126"))
+    exits: list[int] = []
+
+    daemon.start()
+    try:
+        thread = threading.Thread(target=sender, args=(port, ids, acknowledged, stop), daemon=True)
+        thread.start()
+        started = time.monotonic()
+        for _ in range(KILLS):
+            time.sleep(rng.uniform(0.1, 0.8))
+            exits.append(daemon.terminate())
+            daemon.start()
+        thread.join(DEADLINE - (time.monotonic() - started))
+        stop.set()
+        assert exits == [0] * KILLS
+        assert acknowledged == set(ids), f"{len(ids) - len(acknowledged)} never acknowledged"
+        database = open_database(database_url, tmp_path)
+        try:
+            wait_until_processed(database)
+            assert daemon.terminate() == 0
+            with database.connection_context():
+                assert_exactly_once(ids)
+        finally:
+            database.close_all()
+    finally:
+        daemon.stop_for_good()
+    assert "Traceback" not in daemon.log.read_text()
