@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= mailboxes.toml
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test bench lint typecheck clean
 
 # Create the virtualenv and install the package with its test tools, once per
 # change of pyproject.toml.
@@ -26,9 +26,15 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint typecheck
 
+## bench: throughput, latency, threading cost and memory against a bare aiosmtpd
+## sink, with Postfix's smtp-source as the load (installs postfix's tools if missing)
+bench: $(STAMP)
+	bash bench/setup.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

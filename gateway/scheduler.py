@@ -18,6 +18,7 @@ kept in ``job_run`` for ``ticket-gateway status``.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -113,11 +114,15 @@ def _guarded(
         done, error = 0, None
         try:
             done = await job()
+        except asyncio.CancelledError:  # the daemon is stopping: its work is in a
+            return  # transaction that commits or rolls back whole; the next start redoes it
         except Exception as exc:  # logged, and tried again at the next turn
             log.exception("%s job failed", name)
             error = str(exc) or type(exc).__name__
         try:
             await store.run(note_run, name, started, done, error)
+        except asyncio.CancelledError:
+            return
         except Exception:  # the record is for status only; the job itself is done
             log.exception("could not record the %s job's run", name)
 

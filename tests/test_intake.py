@@ -1,0 +1,65 @@
+"""Group commit: concurrent messages share a commit, and fail alone.
+
+Intake commits messages that arrive together in one transaction; if that
+transaction fails, each is stored on its own, so only a message that
+cannot be stored is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from gateway import models
+from gateway.db import Store, open_database
+from gateway.errors import StorageError
+from gateway.intake import Delivery, Envelope, Intake, Spooled
+from tests.helpers import SUPPORT, mail
+
+
+async def _spool_all(intake: Intake, mailboxes: list[str]) -> list[list[Spooled] | StorageError]:
+    envelope = Envelope("customer@example.org", (SUPPORT,), "smtp")
+
+    async def one(index: int, mailbox: str) -> list[Spooled] | StorageError:
+        raw = mail(subject=f"Concurrent {index}").as_bytes()
+        try:
+            return await intake.spool(raw, envelope, [Delivery(mailbox, (SUPPORT,))])
+        except StorageError as exc:
+            return exc
+
+    return await asyncio.gather(*(one(i, m) for i, m in enumerate(mailboxes)))
+
+
+def test_concurrent_messages_are_each_stored_once(tmp_path: Path, database_url: str) -> None:
+    database = open_database(database_url, tmp_path)
+    store = Store(database)
+    try:
+        results = asyncio.run(_spool_all(Intake(store), [SUPPORT] * 40))
+        assert all(isinstance(r, list) and len(r) == 1 for r in results)
+        ids = {r[0].inbound_id for r in results if isinstance(r, list)}
+        with database.connection_context():
+            assert models.Inbound.select().count() == 40 == len(ids)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_message_that_cannot_be_stored_fails_alone(tmp_path: Path, postgres_schema: str) -> None:
+    """PostgreSQL enforces the mailbox column's length: that one row fails the shared
+    commit, and every other message of the batch is stored all the same."""
+    database = open_database(postgres_schema, tmp_path)
+    assert isinstance(database, pw.PostgresqlDatabase)
+    store = Store(database)
+    try:
+        mailboxes = [SUPPORT] * 20
+        mailboxes[7] = "x" * 400 + "@example.com"
+        results = asyncio.run(_spool_all(Intake(store), mailboxes))
+        failed = [i for i, r in enumerate(results) if isinstance(r, StorageError)]
+        assert failed == [7]
+        with database.connection_context():
+            assert models.Inbound.select().count() == 19
+    finally:
+        store.close()
