@@ -37,6 +37,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import peewee as pw
+
 from gateway import models, sla
 from gateway.config import Config
 from gateway.queries import iso
@@ -219,14 +221,7 @@ def _tickets(period: Period) -> list[models.Ticket]:
     query = rows.select()
     if period.mailbox:
         query = query.where(rows.mailbox == period.mailbox.lower())
-    touched = None
-    for column in (rows.created_at, rows.resolved_at, rows.rated_at):
-        inside = column.is_null(False)
-        if period.since is not None:
-            inside &= column >= period.since
-        if period.until is not None:
-            inside &= column < period.until
-        touched = inside if touched is None else touched | inside
+    touched = _any_within(period, rows.created_at, rows.resolved_at, rows.rated_at)
     return list(query.where(touched).order_by(rows.id))
 
 
@@ -236,15 +231,22 @@ def _clocks(period: Period) -> list[models.SlaClock]:
     query = clocks.select(clocks, models.Ticket).join(models.Ticket)
     if period.mailbox:
         query = query.where(models.Ticket.mailbox == period.mailbox.lower())
-    touched = None
-    for column in (clocks.stopped_at, clocks.breached_at):
+    touched = _any_within(period, clocks.stopped_at, clocks.breached_at)
+    return list(query.where(touched).order_by(clocks.id))
+
+
+def _any_within(period: Period, *columns: pw.Field) -> pw.Expression:
+    """SQL: at least one of ``columns`` holds a time inside the period."""
+    found = None
+    for column in columns:
         inside = column.is_null(False)
         if period.since is not None:
             inside &= column >= period.since
         if period.until is not None:
             inside &= column < period.until
-        touched = inside if touched is None else touched | inside
-    return list(query.where(touched).order_by(clocks.id))
+        found = inside if found is None else found | inside
+    assert found is not None
+    return found
 
 
 def _last_responders(tickets: Sequence[models.Ticket]) -> dict[int, str]:
