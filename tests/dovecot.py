@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -58,11 +59,9 @@ class Dovecot:
     def _write(self) -> None:
         for sub in ("run", "state", "mail"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        # Dovecot's login processes run as dovenull; they must reach base_dir.
-        for path in (self.folder, *self.folder.parents):
-            if path == Path("/"):
-                break
-            path.chmod(path.stat().st_mode | 0o711)
+        # Dovecot's login processes run as dovenull; they must reach base_dir
+        # (its parents are the world-traversable temporary directory's).
+        self.folder.chmod(self.folder.stat().st_mode | 0o711)
         if self.ssl:
             subprocess.run(
                 [
@@ -184,15 +183,23 @@ service stats {{
 
 
 @pytest.fixture
-def dovecot_factory(tmp_path: Path) -> Iterator[Callable[..., Dovecot]]:
-    """Start private Dovecots (``ssl=False`` for one that offers no STARTTLS)."""
+def dovecot_factory() -> Iterator[Callable[..., Dovecot]]:
+    """Start private Dovecots (``ssl=False`` for one that offers no STARTTLS).
+
+    Their folders are made directly under the system's temporary directory,
+    not in pytest's: Dovecot's unprivileged processes must traverse every
+    parent, and pytest makes its own root (/tmp/pytest-of-USER) private
+    again whenever another pytest session starts on the machine.
+    """
     from tests.conftest import require
 
     require(dovecot_available(), "Dovecot (dovecot-imapd; bash tests/services/dovecot.sh)")
     started: list[Dovecot] = []
+    home = Path(tempfile.mkdtemp(prefix="gateway-dovecot-"))
+    home.chmod(0o711)
 
     def start(name: str = "dovecot", *, ssl: bool = True) -> Dovecot:
-        server = Dovecot(tmp_path / name, ssl=ssl)
+        server = Dovecot(home / name, ssl=ssl)
         server.start()
         started.append(server)
         return server
@@ -200,6 +207,7 @@ def dovecot_factory(tmp_path: Path) -> Iterator[Callable[..., Dovecot]]:
     yield start
     for server in started:
         server.stop()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
