@@ -226,8 +226,10 @@ class Intake:
     ) -> list[Spooled]:
         message_id, key = dedup_key(raw)
         sha = hashlib.sha256(raw).hexdigest()
-        models.RawMessage.insert(sha256=sha, size=len(raw), data=raw).on_conflict_ignore().execute()
-        stored = models.RawMessage.get(models.RawMessage.sha256 == sha)
+        rows = models.RawMessage
+        stored = _insert_new(rows.insert(sha256=sha, size=len(raw), data=raw).on_conflict_ignore())
+        if stored is None:  # these bytes were stored before
+            stored = rows.select(rows.id).where(rows.sha256 == sha).scalar()
         return [self._inbound(stored, envelope, d, message_id, key) for d in deliveries]
 
     @staticmethod
@@ -246,7 +248,7 @@ class Intake:
 
     def _inbound(
         self,
-        raw: models.RawMessage,
+        raw: int,
         envelope: Envelope,
         delivery: Delivery,
         message_id: str,
@@ -254,21 +256,38 @@ class Intake:
     ) -> Spooled:
         """Insert the inbound row, or find the one an earlier delivery made."""
         queue_id = secrets.token_hex(6).upper()
-        models.Inbound.insert(
-            queue_id=queue_id,
-            raw_message=raw,
-            mailbox=delivery.mailbox,
-            protocol=envelope.protocol,
-            peer=envelope.peer,
-            helo=envelope.helo[:255],
-            mail_from=envelope.mail_from,
-            rcpt_to=json.dumps(list(delivery.recipients)),
-            message_id=message_id,
-            dedup_key=key,
-            received_at=utcnow(),
-        ).on_conflict_ignore().execute()
+        inserted = _insert_new(
+            models.Inbound.insert(
+                queue_id=queue_id,
+                raw_message=raw,
+                mailbox=delivery.mailbox,
+                protocol=envelope.protocol,
+                peer=envelope.peer,
+                helo=envelope.helo[:255],
+                mail_from=envelope.mail_from,
+                rcpt_to=json.dumps(list(delivery.recipients)),
+                message_id=message_id,
+                dedup_key=key,
+                received_at=utcnow(),
+            ).on_conflict_ignore()
+        )
+        if inserted is not None:
+            return Spooled(delivery.mailbox, inserted, queue_id, False)
         existing = models.Inbound.get(
             (models.Inbound.mailbox == delivery.mailbox) & (models.Inbound.dedup_key == key)
         )
-        duplicate = existing.queue_id != queue_id
-        return Spooled(delivery.mailbox, existing.id, existing.queue_id, duplicate)
+        return Spooled(delivery.mailbox, existing.id, existing.queue_id, True)
+
+
+def _insert_new(query: pw.Insert) -> int | None:
+    """Run an INSERT ... ON CONFLICT DO NOTHING: the new row's id, or None if it existed.
+
+    One statement instead of an insert and a select per row: on the intake
+    path every statement is paid for each message.
+    """
+    database = models.database.obj
+    if isinstance(database, pw.PostgresqlDatabase):
+        new: int | None = query.execute()  # RETURNING id: no row when nothing was inserted
+        return new
+    cursor = database.execute(query)
+    return int(cursor.lastrowid) if cursor.rowcount == 1 else None
