@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -73,6 +74,9 @@ def header_safe(value: str) -> str:
     return _SPACES.sub(" ", cleaned).strip().replace("=?", "= ?")
 
 
+LIST_EVERY = 10.0  # seconds between looks at which template files exist
+
+
 class Renderer:
     """A jinja2 environment over the operator's and the package's templates."""
 
@@ -86,10 +90,11 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=False,
         )
+        self._listed: tuple[float, frozenset[str]] | None = None
 
     def languages(self, event: str) -> list[str]:
         """Languages that have all three templates of ``event``."""
-        names = set(self.env.list_templates(extensions=["j2"]))
+        names = self._names()
         found = {
             n.split("/")[1]
             for n in names
@@ -100,6 +105,18 @@ class Renderer:
             for lang in found
             if {f"mail/{lang}/{event}.{part}.j2" for part in ("txt", "html")} <= names
         )
+
+    def _names(self) -> frozenset[str]:
+        """The template files there are, looked up at most every few seconds.
+
+        Listing means walking the template folders, which every mail would
+        otherwise pay for; a template an operator adds is seen within
+        :data:`LIST_EVERY` seconds (jinja2 itself reloads changed files).
+        """
+        now = time.monotonic()
+        if self._listed is None or now - self._listed[0] > LIST_EVERY:
+            self._listed = (now, frozenset(self.env.list_templates(extensions=["j2"])))
+        return self._listed[1]
 
     def pick_language(self, event: str, preferred: Iterable[str]) -> str:
         """The first preferred language with templates for ``event``, else English."""
