@@ -404,6 +404,10 @@ async def serve(config: Config) -> None:
     gateway = Gateway(config)
     pid_file = config.gateway.pid_file
     heartbeat: asyncio.Task[None] | None = None
+    # Handled before anything starts: a SIGTERM while the listeners come up
+    # (they accept connections before start() returns) must stop the daemon
+    # cleanly, not kill it with the signal's default action.
+    stop = _stop_on_signals()
     try:
         await gateway.start()
         if pid_file is not None:
@@ -413,7 +417,8 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(gateway)))
         systemd.notify("READY=1", "STATUS=" + await gateway.status_line())
         heartbeat = asyncio.create_task(_heartbeat(gateway), name="heartbeat")
-        await _wait_for_stop()
+        await stop.wait()
+        log.info("stopping: no new connections; finishing sessions in flight")
     finally:
         systemd.notify("STOPPING=1", "STATUS=stopping: finishing sessions in flight")
         if heartbeat is not None:
@@ -458,10 +463,10 @@ def _remove_stale_socket(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
-async def _wait_for_stop() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("stopping: no new connections; finishing sessions in flight")
+    return stop

@@ -10,13 +10,16 @@ is the same code with a different URL.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
+import threading
 import urllib.parse
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 import peewee as pw
 from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
@@ -87,8 +90,13 @@ def _sqlite(parts: urllib.parse.SplitResult, base_dir: Path) -> pw.Database:
     # SQLite's own lower() folds ASCII only; searches must fold "Đơn hàng" too,
     # as PostgreSQL's does.
     database.register_function(_lower, "lower", 1)
+    _WRITERS[database] = threading.RLock()
     result: pw.Database = database
     return result
+
+
+# One writer lock per SQLite database of this process (see ``transaction``).
+_WRITERS: weakref.WeakKeyDictionary[pw.Database, threading.RLock] = weakref.WeakKeyDictionary()
 
 
 def _lower(value: object) -> object:
@@ -157,9 +165,25 @@ def ensure_schema(database: pw.Database, ticket_number_start: int) -> tuple[int,
     return upgraded
 
 
-def transaction(database: pw.Database) -> Any:
-    """A write transaction (IMMEDIATE on SQLite, see ``_sqlite``)."""
-    return database.atomic()
+@contextlib.contextmanager
+def transaction(database: pw.Database) -> Iterator[None]:
+    """A write transaction (IMMEDIATE on SQLite, see ``_sqlite``).
+
+    On SQLite, this process's writers also queue on one lock before they
+    ask SQLite for its write lock. SQLite makes a waiting writer sleep and
+    retry, up to 100 ms a time, and under load a commit that an SMTP
+    session waits for could lose that race again and again behind the
+    processor's transactions (the benchmark saw 940 ms at the 99th
+    percentile); the lock hands the database over without sleeping. Nested
+    calls on one thread (savepoints) pass through.
+    """
+    lock = _WRITERS.get(database) if isinstance(database, pw.SqliteDatabase) else None
+    if lock is None:
+        with database.atomic():
+            yield
+        return
+    with lock, database.atomic():
+        yield
 
 
 def redact(url: str) -> str:
