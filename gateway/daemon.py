@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import signal
 import socket
 import ssl
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -41,7 +42,7 @@ from gateway import (
 from gateway import config as config_module
 from gateway.api.views import Api
 from gateway.config import Config, ListenAddress
-from gateway.db import Store, open_database, redact, utcnow
+from gateway.db import Store, open_database, redact, transaction, utcnow
 from gateway.deliver import transport_from_url
 from gateway.errors import ConfigError
 from gateway.intake import Intake
@@ -55,7 +56,11 @@ from gateway.render import Renderer
 
 log = logging.getLogger("gateway.daemon")
 
-SHUTDOWN_GRACE = 30.0  # seconds for sessions in flight to finish
+SHUTDOWN_GRACE = 30.0  # seconds for SMTP sessions in flight to finish
+HTTP_GRACE = 10.0  # seconds for portal and API requests in flight
+CLOSE_GRACE = 5.0  # seconds for closed listeners to let go of their sockets
+PROCESS_GRACE = 10.0  # seconds for the processor to finish what it holds (the rest
+# is durable and resumes at the next start)
 
 
 class Gateway:
@@ -75,6 +80,7 @@ class Gateway:
         self._runner: web.AppRunner | None = None
         self._runners: list[web.AppRunner] = []  # besides the portal's
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
+        self.reloads: set[asyncio.Future[None]] = set()  # reloads in progress
         self.scheduler: AsyncIOScheduler | None = None
         self.jobs: Jobs | None = None
         self.portal: Portal | None = None
@@ -266,6 +272,10 @@ class Gateway:
             self.config.gateway.portal_url or "no portal_url: no links in mail",
         )
 
+    def stopped_workers(self) -> list[str]:
+        """The daemon's long-running tasks that have ended (they never should)."""
+        return [task.get_name() for task in (*self._tasks, *self._poller_tasks) if task.done()]
+
     async def status_line(self) -> str:
         """The queues in one line; also tells ``status`` that this instance is alive."""
         assert self.store is not None
@@ -304,27 +314,32 @@ class Gateway:
             await self.processor.idle()
 
     async def stop(self) -> None:
-        """Stop polling and accepting, let sessions in flight finish, drain the processor."""
+        """Stop polling and accepting, let sessions in flight finish, drain the processor.
+
+        Mail listeners stop accepting first, then the HTTP side and the SMTP
+        sessions wind down together; every wait is bounded so that the whole
+        stop stays well inside systemd's TimeoutStopSec (60 s): at most
+        SHUTDOWN_GRACE for sessions, then a few seconds each for the rest.
+        """
         await self._stop_pollers()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None  # stop() may run twice (a signal, then the finally)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self.servers.pop("portal", None)
-        for runner in self._runners:
-            await runner.cleanup()
-        self.servers.pop("metrics", None)
-        self._runners = []
-        for server in self.servers.values():
+        mail = [s for name, s in self.servers.items() if name in self.handlers]
+        for server in mail:
             server.close()
-        await asyncio.gather(*(h.drain(SHUTDOWN_GRACE) for h in self.handlers.values()))
-        for server in self.servers.values():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
+        runners = [r for r in (self._runner, *self._runners) if r is not None]
+        self._runner, self._runners = None, []
+        await asyncio.gather(
+            *(_bounded(r.cleanup(), HTTP_GRACE) for r in runners),
+            *(h.drain(SHUTDOWN_GRACE) for h in self.handlers.values()),
+        )
+        for name in ("portal", "metrics"):
+            self.servers.pop(name, None)
+        for server in mail:
+            await _bounded(server.wait_closed(), CLOSE_GRACE)
         if self.processor is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.processor.idle(), SHUTDOWN_GRACE)
+            await _bounded(self.processor.idle(), PROCESS_GRACE)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -336,10 +351,23 @@ class Gateway:
         log.info("stopped")
 
 
+async def _bounded(waiting: Awaitable[object], seconds: float) -> None:
+    """Wait for ``waiting`` at most ``seconds``; a stop must not hang on one part."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(waiting, seconds)
+
+
 def _register(name: str, listeners: dict[str, str]) -> None:
     """Record (or refresh) this instance and its listeners for ``status``."""
     rows = models.Instance
     now = utcnow()
+    with transaction(models.database.obj):
+        _upsert_instance(rows, name, listeners, now)
+
+
+def _upsert_instance(
+    rows: type[models.Instance], name: str, listeners: dict[str, str], now: dt.datetime
+) -> None:
     rows.insert(
         name=name,
         version=__version__,
@@ -408,14 +436,16 @@ async def serve(config: Config) -> None:
     # (they accept connections before start() returns) must stop the daemon
     # cleanly, not kill it with the signal's default action.
     stop = _stop_on_signals()
+    ready = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, lambda: _on_hangup(gateway, ready, stop))
     try:
         await gateway.start()
         if pid_file is not None:
             pid_file.parent.mkdir(parents=True, exist_ok=True)
             pid_file.write_text(f"{os.getpid()}\n")
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(gateway)))
         systemd.notify("READY=1", "STATUS=" + await gateway.status_line())
+        ready.set()
         heartbeat = asyncio.create_task(_heartbeat(gateway), name="heartbeat")
         await stop.wait()
         log.info("stopping: no new connections; finishing sessions in flight")
@@ -429,6 +459,15 @@ async def serve(config: Config) -> None:
 
 
 STATUS_EVERY = 30.0  # seconds between STATUS= lines
+
+
+def _on_hangup(gateway: Gateway, ready: asyncio.Event, stop: asyncio.Event) -> None:
+    """SIGHUP: reload, but only between start and stop (a reload needs the whole daemon)."""
+    if not ready.is_set() or stop.is_set():
+        log.warning("SIGHUP ignored: the daemon is %s", "stopping" if stop.is_set() else "starting")
+        return
+    gateway.reloads.add(task := asyncio.ensure_future(_reload(gateway)))
+    task.add_done_callback(gateway.reloads.discard)
 
 
 async def _reload(gateway: Gateway) -> None:
@@ -447,10 +486,15 @@ async def _heartbeat(gateway: Gateway) -> None:
     every = min(STATUS_EVERY, watchdog) if watchdog else STATUS_EVERY
     while True:
         await asyncio.sleep(every)
+        stopped = gateway.stopped_workers()
+        if stopped:  # no ping: systemd restarts a daemon whose workers died
+            log.error("no watchdog ping: %s stopped working", ", ".join(stopped))
+            systemd.notify("STATUS=unhealthy: " + ", ".join(stopped) + " stopped")
+            continue
         try:
-            line = await gateway.status_line()
+            line = await asyncio.wait_for(gateway.status_line(), every)
         except Exception as exc:  # no ping: the watchdog decides
-            log.warning("status check failed: %s", exc)
+            log.warning("status check failed: %r", exc)
             continue
         systemd.notify(*(["WATCHDOG=1"] if watchdog else []), "STATUS=" + line)
 

@@ -27,7 +27,7 @@ from email.policy import compat32
 
 import peewee as pw
 
-from gateway import models
+from gateway import metrics, models
 from gateway.db import Store, transaction, utcnow
 from gateway.errors import StorageError
 
@@ -198,17 +198,29 @@ class Intake:
         return await asyncio.shield(answer)
 
     async def _commit_waiting(self) -> None:
-        """Commit what waits, batch after batch, until nothing does."""
-        while self._waiting:
-            batch, self._waiting = self._waiting[: self.BATCH], self._waiting[self.BATCH :]
-            items = [(r.raw, r.envelope, r.deliveries) for r in batch]
-            try:
-                results = await self.store.run(self._spool_many, items)
-            except pw.PeeweeException:
-                await self._one_by_one(batch)
-                continue
-            for request, result in zip(batch, results, strict=True):
-                request.answer.set_result(result)
+        """Commit what waits, batch after batch, until nothing does.
+
+        Whatever happens, every request taken here gets an answer: a result,
+        or a StorageError (451 for SMTP) if it could not be stored, also when
+        this task itself is cancelled.
+        """
+        batch: list[_Request] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self.BATCH], self._waiting[self.BATCH :]
+                items = [(r.raw, r.envelope, r.deliveries) for r in batch]
+                try:
+                    results = await self.store.run(self._spool_many, items)
+                except Exception:
+                    await self._one_by_one(batch)
+                    continue
+                for request, result in zip(batch, results, strict=True):
+                    request.answer.set_result(result)
+        finally:
+            for request in [*batch, *self._waiting]:
+                if not request.answer.done():
+                    request.answer.set_exception(StorageError("intake stopped before storing"))
+            self._waiting = []
 
     async def _one_by_one(self, batch: list[_Request]) -> None:
         for request in batch:
@@ -216,7 +228,8 @@ class Intake:
                 result = await self.store.run(
                     self._spool_many, [(request.raw, request.envelope, request.deliveries)]
                 )
-            except pw.PeeweeException as exc:
+            except Exception as exc:
+                log.error("could not store a message from %s: %s", request.envelope.mail_from, exc)
                 request.answer.set_exception(StorageError(f"could not store message: {exc}"))
             else:
                 request.answer.set_result(result[0])
@@ -229,6 +242,7 @@ class Intake:
             results = [
                 self._spool(raw, envelope, deliveries) for raw, envelope, deliveries in items
             ]
+        metrics.MESSAGES.labels("accepted").inc(len(items))  # SMTP, LMTP, IMAP, portal, API
         for (raw, envelope, _), spooled in zip(items, results, strict=True):
             self._log(raw, envelope, spooled)
         return results
@@ -274,11 +288,11 @@ class Intake:
                 raw_message=raw,
                 mailbox=delivery.mailbox,
                 protocol=envelope.protocol,
-                peer=envelope.peer,
-                helo=envelope.helo[:255],
-                mail_from=envelope.mail_from,
+                peer=_text(envelope.peer),
+                helo=_text(envelope.helo)[:255],
+                mail_from=_text(envelope.mail_from),
                 rcpt_to=json.dumps(list(delivery.recipients)),
-                message_id=message_id,
+                message_id=_text(message_id),
                 dedup_key=key,
                 received_at=utcnow(),
             ).on_conflict_ignore()
@@ -303,3 +317,8 @@ def _insert_new(query: pw.Insert) -> int | None:
         return new
     cursor = database.execute(query)
     return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+
+
+def _text(value: str) -> str:
+    """A sender-controlled string as a column can hold it: PostgreSQL refuses NUL."""
+    return value.replace("\0", "")

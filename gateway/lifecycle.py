@@ -113,7 +113,6 @@ class Jobs:
                     "%s %s is late (due %s)", ticket_ref(ticket), clock.kind, iso(clock.due_at)
                 )
                 record(ticket, "sla_breached", clock=clock.kind, due_at=iso(clock.due_at))
-                metrics.SLA_BREACHES.inc()
                 told = {a.email: a for a in mailbox.admins}
                 for agent in self.notifier.responsible(ticket):
                     if ticket.assignee or not told:
@@ -126,6 +125,7 @@ class Jobs:
                         message=tickets.latest_customer_message(ticket),
                         sla=_sla_context(clock, mailbox, now),
                     )
+        metrics.SLA_BREACHES.inc(len(late))  # counted once the marks are committed
         return len(late)
 
     # --- waiting on the customer, resolved ------------------------------------

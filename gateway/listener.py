@@ -139,7 +139,6 @@ class Handler:
             log.error("%s message not stored, answered 451: %s", _peer(session), exc)
             metrics.MESSAGES.labels("deferred").inc()
             return self._reply(envelope, TEMPORARY_FAILURE)
-        metrics.MESSAGES.labels("accepted").inc()
         for item in spooled:
             if not item.duplicate:
                 self.processor.submit(item.inbound_id)

@@ -90,18 +90,19 @@ def start(
 def note_run(name: str, started: dt.datetime, done: int, error: str | None) -> None:
     """Record a job's run in ``job_run`` (the latest per job, whichever instance ran it)."""
     row = models.JobRun
-    row.insert(
-        name=name, started_at=started, finished_at=utcnow(), done=done, error=error, runs=1
-    ).on_conflict(
-        conflict_target=[row.name],
-        update={
-            row.started_at: started,
-            row.finished_at: utcnow(),
-            row.done: done,
-            row.error: error,
-            row.runs: row.runs + 1,
-        },
-    ).execute()
+    with transaction(database.obj):
+        row.insert(
+            name=name, started_at=started, finished_at=utcnow(), done=done, error=error, runs=1
+        ).on_conflict(
+            conflict_target=[row.name],
+            update={
+                row.started_at: started,
+                row.finished_at: utcnow(),
+                row.done: done,
+                row.error: error,
+                row.runs: row.runs + 1,
+            },
+        ).execute()
 
 
 def _guarded(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import subprocess
 import sys
@@ -379,3 +380,89 @@ def test_openapi_document_is_served(gateway: GatewayThread) -> None:
     assert status == 200
     assert document["openapi"] == "3.1.0"
     assert "/tickets/{number}/reply" in document["paths"]
+
+
+# --- found in review ---------------------------------------------------------------------
+
+
+def test_a_failure_after_spooling_never_posts_twice(
+    gateway: GatewayThread, lan: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The action's mail is spooled, then the answer fails (injected): the key keeps the
+    pinned mail, and the retry after the stale time spools the same bytes, stored once."""
+    from gateway import db
+    from gateway.api import views
+
+    customer_ticket(gateway)
+    real = views._outcome
+    calls = {"n": 0}
+
+    def fail_once(inbound_id: int) -> str | None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the answer was lost")
+        return real(inbound_id)
+
+    monkeypatch.setattr(views, "_outcome", fail_once)
+    key = {"Idempotency-Key": "note-after-crash"}
+    assert lan.call("POST", "/tickets/10000/note", {"text": "Once."}, headers=key)[0] == 500
+    assert lan.call("POST", "/tickets/10000/note", {"text": "Once."}, headers=key)[0] == 409
+    later = db.utcnow() + dt.timedelta(minutes=3)  # past the stale time: taken over
+    db.set_clock(lambda: later)
+    try:
+        status, body, _ = lan.call("POST", "/tickets/10000/note", {"text": "Once."}, headers=key)
+    finally:
+        db.set_clock(None)
+    assert status == 200, body
+    with gateway.db():
+        notes = models.Message.select().where(models.Message.visibility == "internal").count()
+    assert notes == 1
+
+
+def test_a_full_width_hash_cannot_smuggle_a_command(gateway: GatewayThread) -> None:
+    """On a mailbox without a category list, ＃ (NFKC: #) in a category is refused."""
+    gateway.send(mail(subject="Báo giá", sender=CUSTOMER, to=SALES), rcpts=[SALES], sender=CUSTOMER)
+    minh = Client(gateway, token(gateway.config.path, MINH))
+    status, problem, _ = minh.call("PATCH", "/tickets/10000", {"category": "billing ＃resolve"})
+    assert status == 400 and problem["errors"][0]["field"] == "category"
+    assert minh.call("GET", "/tickets/10000")[1]["status"] == "new"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        *(
+            ("POST", "/tickets", {"requester": {"email": e}, "subject": "x", "text": "y"})
+            for e in ("a@@b.co", "a\tb@c.co", "ü@b.co", "a..b@c.co", "[x]@b.co", "@@b.co")
+        ),
+        (
+            "POST",
+            "/tickets/10000/reply",
+            {
+                "text": "x",
+                "attachments": [
+                    {"filename": "a", "content_type": "a/b\u2028c", "content_base64": "eA=="}
+                ],
+            },
+        ),
+        ("GET", "/tickets?limit=²", None),
+        ("GET", "/tickets?since=0001-01-01T00:00:00%2B14:00", None),
+        ("GET", "/tickets?q=%00", None),
+        ("GET", "/tickets?requester=a%00", None),
+    ],
+)
+def test_odd_input_is_a_400_not_a_500(
+    gateway: GatewayThread, lan: Client, method: str, path: str, body: Any
+) -> None:
+    customer_ticket(gateway)
+    status, problem, _ = lan.call(method, path, body)
+    assert status == 400, problem
+
+
+def test_deeply_nested_json_is_a_400(gateway: GatewayThread, lan: Client) -> None:
+    customer_ticket(gateway)
+    raw = b"[" * 100_000 + b"]" * 100_000
+    status, problem, _ = lan.call(
+        "POST", "/tickets/10000/note", raw=raw, headers={"Content-Type": "application/json"}
+    )
+    assert status == 400 and "nested too deeply" in problem["detail"]

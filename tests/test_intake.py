@@ -63,3 +63,34 @@ def test_a_message_that_cannot_be_stored_fails_alone(tmp_path: Path, postgres_sc
             assert models.Inbound.select().count() == 19
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_a_nul_in_sender_controlled_fields_is_stored_not_fatal(
+    tmp_path: Path, postgres_schema: str
+) -> None:
+    """PostgreSQL refuses NUL in text; a Message-ID or HELO with one must neither fail
+    the shared commit nor hang the other sessions (found in review)."""
+    database = open_database(postgres_schema, tmp_path)
+    store = Store(database)
+    intake = Intake(store)
+
+    async def run() -> list[list[Spooled] | BaseException]:
+        async def one(index: int) -> list[Spooled]:
+            message = mail(subject=f"NUL {index}")
+            if index == 3:
+                message.replace_header("Message-ID", "<a\x00b@example.org>")
+            envelope = Envelope("customer@example.org", (SUPPORT,), "smtp", helo="x\x00y")
+            return await intake.spool(message.as_bytes(), envelope, [Delivery(SUPPORT, (SUPPORT,))])
+
+        return await asyncio.wait_for(
+            asyncio.gather(*(one(i) for i in range(9)), return_exceptions=True), 60
+        )
+
+    try:
+        results = asyncio.run(run())
+        assert all(isinstance(r, list) for r in results), results
+        with database.connection_context():
+            assert models.Inbound.select().count() == 9
+    finally:
+        store.close()

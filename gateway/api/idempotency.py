@@ -15,6 +15,7 @@ message it already has: the action still happens once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -64,10 +65,13 @@ async def handle(
     try:
         status, data = await run(request, caller, body)
     except BaseException:
-        await store.run(_forget, row.id)
+        # Forgotten only if nothing was spooled yet. Once the mail is pinned
+        # (and maybe spooled), the row stays: a retry after STALE takes it
+        # over and spools the very same bytes, which intake stores once.
+        await asyncio.shield(store.run(_forget_unpinned, row.id))
         raise
     if status >= 300:
-        await store.run(_forget, row.id)
+        await store.run(_forget_unpinned, row.id)
     else:
         await store.run(_finish, row.id, status, json.dumps(data, ensure_ascii=False))
     return web.json_response(data, status=status)
@@ -96,9 +100,12 @@ async def _json(request: web.Request) -> dict[str, Any]:
     if request.content_type != "application/json":
         raise Problem(415, "send JSON with Content-Type: application/json")
     try:
-        data = json.loads(raw)
+        # A body with attachments can be megabytes: decoded off the event loop.
+        data = await asyncio.to_thread(json.loads, raw) if len(raw) > 65536 else json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Problem(400, "the body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise Problem(400, "the body must be a JSON object")
     return data
@@ -135,19 +142,24 @@ def _begin(token_id: int, key: str, digest: str) -> tuple[str, models.Idempotenc
 
 
 def _pin(row_id: int, raw: bytes) -> bytes:
-    row = models.IdempotencyKey.get_by_id(row_id)
-    if row.pinned is not None:
-        return bytes(row.pinned)
-    row.pinned = raw
-    row.save()
+    with transaction(models.database.obj):
+        row = models.IdempotencyKey.get_by_id(row_id)
+        if row.pinned is not None:
+            return bytes(row.pinned)
+        row.pinned = raw
+        row.save()
     return raw
 
 
 def _finish(row_id: int, status: int, response: str) -> None:
-    models.IdempotencyKey.update(status=status, response=response, pinned=None).where(
-        models.IdempotencyKey.id == row_id
-    ).execute()
+    with transaction(models.database.obj):
+        models.IdempotencyKey.update(status=status, response=response, pinned=None).where(
+            models.IdempotencyKey.id == row_id
+        ).execute()
 
 
-def _forget(row_id: int) -> None:
-    models.IdempotencyKey.delete().where(models.IdempotencyKey.id == row_id).execute()
+def _forget_unpinned(row_id: int) -> None:
+    """Drop a first try that spooled nothing, so the key can simply be used again."""
+    rows = models.IdempotencyKey
+    with transaction(models.database.obj):
+        rows.delete().where((rows.id == row_id) & rows.pinned.is_null()).execute()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from gateway import models
 from gateway.config import Agent, Config, Mailbox
-from gateway.db import utcnow
+from gateway.db import transaction, utcnow
 from gateway.events import record
 
 _FORMAT = re.compile(r"tgw_(\d{1,18})_([A-Za-z0-9_-]{43})")
@@ -82,8 +82,9 @@ def authenticate(config: Config, header: str) -> Caller | None:
     if not mailboxes:  # removed from every mailbox: the token is dead with them
         return None
     if row.last_used_at is None or (utcnow() - row.last_used_at).total_seconds() > 60:
-        row.last_used_at = utcnow()
-        row.save()
+        with transaction(models.database.obj):
+            row.last_used_at = utcnow()
+            row.save()
     return Caller(row.id, row.agent, mailboxes)
 
 

@@ -22,14 +22,19 @@ gets a 400 naming the field rather than a "command rejected" mail.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
+import email.errors
 import json
 import logging
+import re
 import time
+import unicodedata
 import urllib.parse
 from collections.abc import Awaitable, Callable
+from email.headerregistry import Address
 from typing import Any
 
 import peewee as pw
@@ -57,6 +62,10 @@ STATUSES = ("new", "open", "waiting_on_customer", "resolved", "closed")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Plan = tuple[list[str], str, list[File]]  # commands, text, attachments
 Action = Callable[["_Body", Mailbox, Agent], Awaitable[Plan]]
+
+
+_CATEGORY = re.compile(r"\w[\w -]*")
+_MIME_TYPE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+")
 
 
 class Limiter:
@@ -227,7 +236,7 @@ class Api:
         if priority:
             message["X-Gateway-Priority"] = priority
         envelope = Envelope(email, (mailbox.address,), "api", peer=request.remote or "")
-        inbound = await self._submit(request, message.as_bytes(), envelope)
+        inbound = await self._submit(request, await asyncio.to_thread(message.as_bytes), envelope)
         found = await self.store.run(_ticket_of, inbound, caller.agent)
         if found is None:
             return 202, {"status": "accepted", "detail": "queued; it will be processed shortly"}
@@ -308,7 +317,8 @@ class Api:
             message = compose(self.config, agent.name, agent.email, address, subject, text, files)
             message["X-Gateway-Commands"] = " ".join(commands)
             envelope = Envelope(agent.email, (address,), "api", peer=request.remote or "")
-            inbound = await self._submit(request, message.as_bytes(), envelope)
+            raw = await asyncio.to_thread(message.as_bytes)  # up to megabytes: not on the loop
+            inbound = await self._submit(request, raw, envelope)
             state = await self.store.run(_outcome, inbound)
             if state is None:
                 return 202, {"status": "accepted", "detail": "queued; it will be processed shortly"}
@@ -401,8 +411,7 @@ class _Body:
         if value is None:
             return None
         address = value.strip().lower()
-        local, _, domain = address.rpartition("@")
-        if not local or "." not in domain or any(c in address for c in ' <>(),;:"\r\n'):
+        if not _plain_address(address):
             raise invalid(self.prefix + key, f"{value!r} is not an email address")
         return address
 
@@ -431,6 +440,19 @@ class _Body:
             raise invalid(self.prefix + extra[0], "unknown field")
 
 
+def _plain_address(address: str) -> bool:
+    """An ASCII address a mail header can carry as it is (local@domain.tld)."""
+    local, _, domain = address.rpartition("@")
+    if not local or "." not in domain or not address.isascii() or not address.isprintable():
+        return False
+    if any(c in address for c in ' <>(),;:"\\[]'):
+        return False
+    try:  # what the mail we build will need
+        return bool(Address(addr_spec=address).addr_spec == address)
+    except (ValueError, IndexError, email.errors.HeaderParseError):
+        return False
+
+
 def _mailbox_field(fields: _Body, caller: Caller) -> Mailbox:
     address = fields.address("mailbox")
     if address is None:
@@ -449,8 +471,10 @@ def _category(fields: _Body, mailbox: Mailbox) -> str | None:
     known = set(mailbox.categories) | {mailbox.category}
     if mailbox.categories and name not in known:
         raise invalid("category", "must be one of " + ", ".join(sorted(known)))
-    if not name or "#" in name:
-        raise invalid("category", "must be a category name")
+    # Checked as the command parser will read it (NFKC turns a full-width ＃
+    # into "#"): only words, so a category can never smuggle in a command.
+    if not _CATEGORY.fullmatch(unicodedata.normalize("NFKC", name)):
+        raise invalid("category", "must be a name of letters, digits, spaces, - and _")
     return name
 
 
@@ -464,7 +488,7 @@ def _files(fields: _Body) -> list[File]:
         entry = _Body(item, f"attachments[{index}].")
         name = entry.required_text("filename", max_length=255)
         content_type = entry.text("content_type", max_length=255) or "application/octet-stream"
-        if content_type.count("/") != 1 or any(c in content_type for c in " ;\r\n"):
+        if not _MIME_TYPE.fullmatch(content_type):
             raise invalid(
                 f"attachments[{index}].content_type", "must be a MIME type such as image/png"
             )
@@ -497,9 +521,11 @@ class _Filters:
     )
 
     def __init__(self, query: Any, caller: Caller) -> None:
-        for key in query:
+        for key, value in query.items():
             if key not in self.KNOWN:
                 raise invalid(key, "unknown parameter")
+            if not value.isprintable():
+                raise invalid(key, "must not contain control characters")
         self.status = _one_of(query, "status", STATUSES)
         self.priority = _one_of(query, "priority", models.Ticket.PRIORITIES)
         self.category = query.get("category") or None
@@ -531,7 +557,10 @@ def _moment(query: Any, key: str) -> dt.datetime | None:
     except ValueError:
         raise invalid(key, "must be a date (2026-11-01) or a time (2026-11-01T09:00:00Z)") from None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise invalid(key, "is out of range") from None
     return moment
 
 
@@ -539,7 +568,7 @@ def _limit(query: Any) -> int:
     value = query.get("limit")
     if value is None:
         return PAGE_SIZE
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
         raise invalid("limit", f"must be a whole number from 1 to {MAX_PAGE}")
     return int(value)
 
@@ -554,7 +583,7 @@ def _cursor(query: Any) -> int | None:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         text = ""
     kind, _, number = text.partition(":")
-    if kind != "before" or not number.isdigit() or len(number) > 18:
+    if kind != "before" or not (number.isascii() and number.isdigit()) or len(number) > 18:
         raise invalid("cursor", "is not a cursor this API gave out")
     return int(number)
 
@@ -653,7 +682,10 @@ def _outcome(inbound_id: int) -> str | None:
     if row.status == models.Inbound.RECEIVED:
         return None
     if row.status == models.Inbound.QUARANTINED:
-        return row.reason or "quarantined"
+        reason = row.reason or ""
+        if reason.startswith("internal error"):  # ours: the details are for the log only
+            return "it failed on our side and was set aside for an operator"
+        return reason or "it was set aside for an operator"
     rejected = (
         models.Event.select()
         .where((models.Event.inbound == row) & (models.Event.kind == "agent_commands_rejected"))
