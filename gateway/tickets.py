@@ -369,7 +369,8 @@ def _requested_choices(incoming: Incoming, ticket: models.Ticket) -> None:
     headers = dict(incoming.parsed.headers)
     category = headers.get("x-gateway-category", "").strip().lower()
     priority = headers.get("x-gateway-priority", "").strip().lower()
-    if category and (category in incoming.mailbox.categories or category == ticket.category):
+    categories = incoming.mailbox.categories
+    if category and (not categories or category in categories or category == ticket.category):
         ticket.category = category
         ticket.priority = incoming.mailbox.default_priority(category)
     if priority in models.Ticket.PRIORITIES:

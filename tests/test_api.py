@@ -466,3 +466,10 @@ def test_deeply_nested_json_is_a_400(gateway: GatewayThread, lan: Client) -> Non
         "POST", "/tickets/10000/note", raw=raw, headers={"Content-Type": "application/json"}
     )
     assert status == 400 and "nested too deeply" in problem["detail"]
+
+
+def test_our_own_plus_addresses_are_not_customers(gateway: GatewayThread, lan: Client) -> None:
+    for own in ("support+x@example.com", "help+bounce-1@example.com"):
+        body = {"requester": {"email": own}, "subject": "x", "text": "y"}
+        status, problem, _ = lan.call("POST", "/tickets", body)
+        assert status == 400 and problem["errors"][0]["field"] == "requester.email"

@@ -58,6 +58,7 @@ log = logging.getLogger("gateway.api")
 PAGE_SIZE, MAX_PAGE = 50, 200
 MAX_TEXT = 100_000  # characters of a reply, note or request
 MAX_FILES = 10
+MAX_KEYS = 10_000  # a limiter remembers this many callers at most
 STATUSES = ("new", "open", "waiting_on_customer", "resolved", "closed")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Plan = tuple[list[str], str, list[File]]  # commands, text, attachments
@@ -85,8 +86,9 @@ class Limiter:
             self._buckets[key] = (tokens, now)
             return (1 - tokens) / per_second
         self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > 10_000:  # forget idle keys rather than grow forever
-            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 3600}
+        if len(self._buckets) > MAX_KEYS:  # many addresses: keep the busiest recent half
+            recent = sorted(self._buckets.items(), key=lambda item: item[1][1])
+            self._buckets = dict(recent[MAX_KEYS // 2 :])
         return 0.0
 
 
@@ -220,7 +222,7 @@ class Api:
         email = person.required_address("email")
         name = person.text("name", max_length=200) or ""
         person.done()
-        if email in self.config.own_addresses() or mailbox.agent(email) is not None:
+        if self.config.route(email) is not None or mailbox.agent(email) is not None:
             raise invalid("requester.email", "must be a customer's address, not ours or an agent's")
         if is_automated_address(email):
             raise invalid("requester.email", "is an automated address (we never write to those)")
