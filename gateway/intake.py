@@ -184,6 +184,10 @@ class Intake:
         self._waiting: list[_Request] = []
         self._committer: asyncio.Task[None] | None = None
 
+    def busy(self) -> bool:
+        """Whether messages are waiting to be committed."""
+        return bool(self._waiting) or (self._committer is not None and not self._committer.done())
+
     async def spool(
         self, raw: bytes, envelope: Envelope, deliveries: Sequence[Delivery]
     ) -> list[Spooled]:
