@@ -241,20 +241,30 @@ class Intake:
     def _spool_many(
         self, items: Sequence[tuple[bytes, Envelope, Sequence[Delivery]]]
     ) -> list[list[Spooled]]:
-        """Every item in one transaction (one fsync); the results in order."""
+        """Every item in one transaction (one fsync); the results in order.
+
+        The hashing is done first, outside the transaction: on SQLite the
+        write lock is held for the inserts only.
+        """
+        keys = [dedup_key(raw) for raw, _, _ in items]
         with transaction(self.store.database):
             results = [
-                self._spool(raw, envelope, deliveries) for raw, envelope, deliveries in items
+                self._spool(raw, envelope, deliveries, *key)
+                for (raw, envelope, deliveries), key in zip(items, keys, strict=True)
             ]
         metrics.MESSAGES.labels("accepted").inc(len(items))  # SMTP, LMTP, IMAP, portal, API
-        for (raw, envelope, _), spooled in zip(items, results, strict=True):
-            self._log(raw, envelope, spooled)
+        for (_, envelope, _), (message_id, _), spooled in zip(items, keys, results, strict=True):
+            self._log(message_id, envelope, spooled)
         return results
 
     def _spool(
-        self, raw: bytes, envelope: Envelope, deliveries: Sequence[Delivery]
+        self,
+        raw: bytes,
+        envelope: Envelope,
+        deliveries: Sequence[Delivery],
+        message_id: str,
+        key: str,
     ) -> list[Spooled]:
-        message_id, key = dedup_key(raw)
         sha = hashlib.sha256(raw).hexdigest()
         rows = models.RawMessage
         stored = _insert_new(rows.insert(sha256=sha, size=len(raw), data=raw).on_conflict_ignore())
@@ -263,8 +273,7 @@ class Intake:
         return [self._inbound(stored, envelope, d, message_id, key) for d in deliveries]
 
     @staticmethod
-    def _log(raw: bytes, envelope: Envelope, results: list[Spooled]) -> None:
-        message_id = header_message_id(raw[: _header_end(raw)[0]])
+    def _log(message_id: str, envelope: Envelope, results: list[Spooled]) -> None:
         for result in results:
             log.info(
                 "%s <%s> %s to %s from %s via %s",
