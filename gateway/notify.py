@@ -99,29 +99,44 @@ class Notifier:
         automated or suppressed addresses.
         """
         mailbox = self._mailbox(ticket)
-        in_reply_to, references = thread_of(ticket)
-        for recipient in recipients:
-            self.send(
-                ticket,
-                "agent_reply",
-                recipient,
-                from_name=f"{agent.name} ({mailbox.name})",
-                files=attachments,
-                in_reply_to=in_reply_to,
-                references=references,
-                auto_submitted=None,
-                auto=False,
-                agent={"name": agent.name, "email": ""},
-                message={"author_name": agent.name, "author_email": "", "text": text},
-                status=ticket.status,
-                **self._rating(ticket, recipient.email),
-            )
+        self._to_customers(
+            ticket,
+            "agent_reply",
+            recipients,
+            from_name=f"{agent.name} ({mailbox.name})",
+            files=attachments,
+            auto_submitted=None,
+            auto=False,
+            agent={"name": agent.name, "email": ""},
+            message={"author_name": agent.name, "author_email": "", "text": text},
+            status=ticket.status,
+        )
 
     def status_to_customers(
         self, ticket: models.Ticket, old_status: str, recipients: Sequence[Recipient]
     ) -> None:
         """Tell the customers their ticket was resolved or closed, with the rating links."""
         event = "ticket_closed" if ticket.status == "closed" else "status_changed"
+        self._to_customers(ticket, event, recipients, status=ticket.status, old_status=old_status)
+
+    def waiting_reminder(
+        self, ticket: models.Ticket, recipients: Sequence[Recipient], resolve_days: int | None
+    ) -> None:
+        """Remind the customers that we are waiting for their answer."""
+        self._to_customers(ticket, "waiting_reminder", recipients, resolve_days=resolve_days)
+
+    def _to_customers(
+        self,
+        ticket: models.Ticket,
+        event: str,
+        recipients: Sequence[Recipient],
+        **options: Any,
+    ) -> None:
+        """``event`` to each customer, threaded under their ticket's messages.
+
+        Each gets their own rating links when the ticket is resolved (and
+        not rated yet); ``_rating`` gives none otherwise.
+        """
         in_reply_to, references = thread_of(ticket)
         for recipient in recipients:
             self.send(
@@ -130,24 +145,8 @@ class Notifier:
                 recipient,
                 in_reply_to=in_reply_to,
                 references=references,
-                status=ticket.status,
-                old_status=old_status,
+                **options,
                 **self._rating(ticket, recipient.email),
-            )
-
-    def waiting_reminder(
-        self, ticket: models.Ticket, recipients: Sequence[Recipient], resolve_days: int | None
-    ) -> None:
-        """Remind the customers that we are waiting for their answer."""
-        in_reply_to, references = thread_of(ticket)
-        for recipient in recipients:
-            self.send(
-                ticket,
-                "waiting_reminder",
-                recipient,
-                in_reply_to=in_reply_to,
-                references=references,
-                resolve_days=resolve_days,
             )
 
     def customers(self, ticket: models.Ticket) -> list[Recipient]:
