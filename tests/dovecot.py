@@ -27,18 +27,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+
 USER = "support"
 PASSWORD = "secret"  # a test account on a throwaway server
 
 
 def dovecot_available() -> bool:
     return shutil.which("dovecot") is not None and shutil.which("openssl") is not None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Dovecot:

@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import smtplib
+import socket
 import threading
 import time
 from collections.abc import Coroutine
@@ -23,16 +24,36 @@ SUPPORT = "support@example.com"
 SALES = "sales@example.com"
 
 
-def write_config(folder: Path, database_url: str, extra_gateway: str = "") -> Path:
-    """A configuration with two mailboxes, listeners on free ports."""
+def free_port() -> int:
+    """A port nothing listens on (yet), for a daemon started as its own process."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(
+    folder: Path,
+    database_url: str,
+    extra_gateway: str = "",
+    *,
+    smtp_port: int = 0,
+    lmtp: bool = True,
+) -> Path:
+    """A configuration with two mailboxes, listeners on free ports.
+
+    ``smtp_port`` fixes the SMTP port (a daemon in its own process must be
+    found there; 0 lets the in-process gateway pick one); ``lmtp=False``
+    leaves LMTP off.
+    """
     path = folder / "mailboxes.toml"
+    lmtp_listen = "127.0.0.1:0" if lmtp else ""
     path.write_text(
         f"""
 [gateway]
 hostname = "gw.test"
 database = "{database_url}"
-smtp_listen = "127.0.0.1:0"
-lmtp_listen = "127.0.0.1:0"
+smtp_listen = "127.0.0.1:{smtp_port}"
+lmtp_listen = "{lmtp_listen}"
 max_message_size = "1MiB"
 max_recipients = 5
 ticket_number_start = 10000

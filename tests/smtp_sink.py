@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -12,6 +11,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from tests.helpers import free_port
 
 
 @dataclasses.dataclass
@@ -80,13 +81,6 @@ class Sink:
             )
         )
         return "250 2.0.0 Ok: queued as 4XyZ"
-
-
-def free_port() -> int:
-    """A port nothing listens on (yet)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class TrackedSMTP(SMTP):

@@ -26,17 +26,11 @@ import pytest
 
 from gateway import models
 from gateway.db import open_database
-from tests.helpers import SUPPORT, mail, wire, write_config
+from tests.helpers import SUPPORT, free_port, mail, wire, write_config
 
 MESSAGES = 60
 KILLS = 5
 DEADLINE = 120.0  # seconds for the whole run; the test fails rather than hangs
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Daemon:
@@ -98,11 +92,7 @@ def sender(port: int, ids: list[str], acknowledged: set[str], stop: threading.Ev
 
 def test_sigkill_loses_nothing_and_doubles_nothing(tmp_path: Path, database_url: str) -> None:
     port = free_port()
-    config = write_config(tmp_path, database_url)
-    text = config.read_text().replace(
-        'smtp_listen = "127.0.0.1:0"', f'smtp_listen = "127.0.0.1:{port}"'
-    )
-    config.write_text(text.replace('lmtp_listen = "127.0.0.1:0"', 'lmtp_listen = ""'))
+    config = write_config(tmp_path, database_url, smtp_port=port, lmtp=False)
     daemon = Daemon(config, port, tmp_path / "daemon.log")
     ids = [f"crash-{i}-{os.getpid()}@test.example" for i in range(MESSAGES)]
     acknowledged: set[str] = set()
@@ -160,11 +150,7 @@ def test_sigterm_during_load_loses_nothing_and_exits_0(tmp_path: Path, database_
     """SIGTERM while a sender keeps offering mail: every 250 is stored, nothing twice,
     and each stop ends with exit status 0 (sessions in flight finish, new ones get 421)."""
     port = free_port()
-    config = write_config(tmp_path, database_url)
-    text = config.read_text().replace(
-        'smtp_listen = "127.0.0.1:0"', f'smtp_listen = "127.0.0.1:{port}"'
-    )
-    config.write_text(text.replace('lmtp_listen = "127.0.0.1:0"', 'lmtp_listen = ""'))
+    config = write_config(tmp_path, database_url, smtp_port=port, lmtp=False)
     daemon = Daemon(config, port, tmp_path / "daemon.log")
     ids = [f"term-{i}-{os.getpid()}@test.example" for i in range(MESSAGES)]
     acknowledged: set[str] = set()

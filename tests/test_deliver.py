@@ -23,7 +23,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from gateway import dkim as gateway_dkim
 from gateway.deliver import DeliveryResult, Transport, transport_from_url
-from tests.smtp_sink import ServerFactory, free_port
+from tests.helpers import free_port
+from tests.smtp_sink import ServerFactory
 
 MESSAGE = (
     b"From: Example Support <support@example.com>\r\n"

@@ -22,9 +22,9 @@ import pytest
 
 from gateway import models
 from gateway.db import open_database
-from tests.helpers import SUPPORT, mail, wire, write_config
+from tests.helpers import SUPPORT, free_port, mail, wire, write_config
 from tests.smtp_sink import ServerFactory
-from tests.test_crash import Daemon, free_port
+from tests.test_crash import Daemon
 
 pytestmark = pytest.mark.postgres
 
@@ -39,12 +39,10 @@ def instance_config(folder: Path, url: str, sink_port: int, smtp_port: int) -> P
         f'outbound = "smtp://127.0.0.1:{sink_port}?security=none"\n'
         'timed_jobs_every = "1s"\n'
         'auto_mail_per_recipient = "1000/10min"\nauto_mail_per_ticket = "100/10min"',
+        smtp_port=smtp_port,
+        lmtp=False,
     )
     text = path.read_text().replace(
-        'smtp_listen = "127.0.0.1:0"', f'smtp_listen = "127.0.0.1:{smtp_port}"'
-    )
-    text = text.replace('lmtp_listen = "127.0.0.1:0"', 'lmtp_listen = ""')
-    text = text.replace(
         'auto_mail_per_mailbox = "10/10min"', 'auto_mail_per_mailbox = "5000/10min"'
     )
     head, first, second = text.split("[[mailbox]]")

@@ -17,19 +17,17 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import SUPPORT, mail, wire, write_config
-from tests.test_crash import Daemon, free_port
+from tests.helpers import SUPPORT, free_port, mail, wire, write_config
+from tests.test_crash import Daemon
 
 
 def observed_daemon(tmp_path: Path, database_url: str) -> tuple[Daemon, Path, int]:
     smtp, metrics = free_port(), free_port()
     config = write_config(
-        tmp_path, database_url, f'metrics_listen = "127.0.0.1:{metrics}"\nlog_format = "json"'
-    )
-    config.write_text(
-        config.read_text().replace(
-            'smtp_listen = "127.0.0.1:0"', f'smtp_listen = "127.0.0.1:{smtp}"'
-        )
+        tmp_path,
+        database_url,
+        f'metrics_listen = "127.0.0.1:{metrics}"\nlog_format = "json"',
+        smtp_port=smtp,
     )
     return Daemon(config, smtp, tmp_path / "daemon.log"), config, metrics
 

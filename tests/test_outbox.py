@@ -19,8 +19,8 @@ import dkim as dkimpy
 from gateway import outbox
 from gateway.db import open_database, utcnow
 from gateway.models import Outbox
-from tests.helpers import GatewayThread, mail, write_config
-from tests.smtp_sink import ServerFactory, free_port
+from tests.helpers import GatewayThread, free_port, mail, write_config
+from tests.smtp_sink import ServerFactory
 
 
 def fill(count: int) -> None:

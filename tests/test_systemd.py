@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.helpers import write_config
-from tests.test_crash import free_port
+from tests.helpers import free_port, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "ticket-gateway.service"
@@ -121,12 +120,7 @@ def test_notify_protocol_from_start_to_stop(
     tmp_path: Path, database_url: str, manager: Systemd
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path, database_url)
-    config.write_text(
-        config.read_text().replace(
-            'smtp_listen = "127.0.0.1:0"', f'smtp_listen = "127.0.0.1:{port}"'
-        )
-    )
+    config = write_config(tmp_path, database_url, smtp_port=port)
     env = {**os.environ, "NOTIFY_SOCKET": str(manager.path), "WATCHDOG_USEC": "2000000"}
     env.pop("WATCHDOG_PID", None)
     log = (tmp_path / "daemon.log").open("wb")
