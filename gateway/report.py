@@ -283,8 +283,7 @@ def action_required(
     found = []
     for ticket in query:
         box = config.mailbox_of(ticket.mailbox)
-        clock = sla.owed(ticket)
-        left = sla.remaining(clock, box, now) if clock is not None else None
+        clock, left = sla.owed_now(ticket, box, now)
         found.append((ticket, clock, left))
     rank = {p: i for i, p in enumerate(reversed(models.Ticket.PRIORITIES))}
     found.sort(

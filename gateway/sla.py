@@ -107,6 +107,14 @@ def owed(ticket: models.Ticket) -> models.SlaClock | None:
     return _running(ticket, RESPONSES)
 
 
+def owed_now(
+    ticket: models.Ticket, mailbox: Mailbox, now: dt.datetime
+) -> tuple[models.SlaClock | None, float | None]:
+    """The response owed on a ticket waiting on us, and the seconds left (see ``remaining``)."""
+    clock = owed(ticket) if ticket.status in RUNNING else None
+    return clock, remaining(clock, mailbox, now) if clock is not None else None
+
+
 def remaining(clock: models.SlaClock, mailbox: Mailbox, now: dt.datetime) -> float | None:
     """Seconds left before ``clock`` is due, or None without a target.
 

@@ -18,6 +18,7 @@ from gateway import models
 from gateway.config import Agent, Config, Mailbox
 from gateway.db import transaction, utcnow
 from gateway.events import record
+from gateway.queries import iso
 
 _FORMAT = re.compile(r"tgw_(\d{1,18})_([A-Za-z0-9_-]{43})")
 
@@ -96,8 +97,8 @@ def listing() -> list[dict[str, object]]:
             "id": r.id,
             "agent": r.agent,
             "name": r.name,
-            "created_at": r.created_at.isoformat() + "Z",
-            "last_used_at": r.last_used_at.isoformat() + "Z" if r.last_used_at else None,
+            "created_at": iso(r.created_at),
+            "last_used_at": iso(r.last_used_at),
             "revoked": r.revoked_at is not None,
         }
         for r in rows

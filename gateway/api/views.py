@@ -644,8 +644,7 @@ def _detail(caller: Caller, number: int) -> dict[str, Any] | None:
     assert detail is not None
     mailbox = caller.mailbox(ticket.mailbox)
     assert mailbox is not None
-    clock = sla.owed(ticket) if ticket.status in sla.RUNNING else None
-    left = sla.remaining(clock, mailbox, utcnow()) if clock is not None else None
+    clock, left = sla.owed_now(ticket, mailbox, utcnow())
     detail["sla"] = {
         "owed": clock.kind if clock is not None else None,
         "due_at": queries.iso(clock.due_at) if clock is not None else None,
