@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = _command(
-        commands, "serve", cmd_serve, "run the daemon (SMTP/LMTP, portal, IMAP pollers, outbox)"
+        commands,
+        "serve",
+        cmd_serve,
+        "run the daemon (SMTP/LMTP, IMAP pollers, portal and API, metrics, outbox, timed jobs)",
     )
     serve.add_argument(
         "--log-format",
@@ -201,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "status",
         cmd_status,
-        "IMAP pollers (checkpoint, connection, last error, backlog), inbound and outbox counts",
+        "running instances and their listeners, IMAP pollers, inbound and outbox queues, "
+        "quarantine, timed jobs' last runs",
         json_flag=True,
     )
     _command(
