@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
+from typing import Any
 
 import peewee as pw
 
@@ -265,12 +266,13 @@ class Intake:
         message_id: str,
         key: str,
     ) -> list[Spooled]:
+        sql = _statements(self.store.database)
         sha = hashlib.sha256(raw).hexdigest()
-        rows = models.RawMessage
-        stored = _insert_new(rows.insert(sha256=sha, size=len(raw), data=raw).on_conflict_ignore())
+        data = _db_value(models.RawMessage.data, raw)
+        stored = _insert_new(sql.insert_raw, (sha, len(raw), data))
         if stored is None:  # these bytes were stored before
-            stored = rows.select(rows.id).where(rows.sha256 == sha).scalar()
-        return [self._inbound(stored, envelope, d, message_id, key) for d in deliveries]
+            stored = _fetch(sql.find_raw, (sha,))[0]
+        return [self._inbound(sql, stored, envelope, d, message_id, key) for d in deliveries]
 
     @staticmethod
     def _log(message_id: str, envelope: Envelope, results: list[Spooled]) -> None:
@@ -287,6 +289,7 @@ class Intake:
 
     def _inbound(
         self,
+        sql: _Statements,
         raw: int,
         envelope: Envelope,
         delivery: Delivery,
@@ -296,40 +299,128 @@ class Intake:
         """Insert the inbound row, or find the one an earlier delivery made."""
         queue_id = secrets.token_hex(6).upper()
         inserted = _insert_new(
-            models.Inbound.insert(
-                queue_id=queue_id,
-                raw_message=raw,
-                mailbox=delivery.mailbox,
-                protocol=envelope.protocol,
-                peer=_text(envelope.peer),
-                helo=_text(envelope.helo)[:255],
-                mail_from=_text(envelope.mail_from),
-                rcpt_to=json.dumps(list(delivery.recipients)),
-                message_id=_text(message_id),
-                dedup_key=key,
-                received_at=utcnow(),
-            ).on_conflict_ignore()
+            sql.insert_inbound,
+            (
+                queue_id,
+                raw,
+                delivery.mailbox,
+                envelope.protocol,
+                _text(envelope.peer),
+                _text(envelope.helo)[:255],
+                _text(envelope.mail_from),
+                json.dumps(list(delivery.recipients)),
+                _text(message_id),
+                key,
+                models.Inbound.RECEIVED,
+                0,
+                _db_value(models.Inbound.received_at, utcnow()),
+            ),
         )
         if inserted is not None:
             return Spooled(delivery.mailbox, inserted, queue_id, False)
-        existing = models.Inbound.get(
-            (models.Inbound.mailbox == delivery.mailbox) & (models.Inbound.dedup_key == key)
+        existing_id, existing_queue_id = _fetch(sql.find_inbound, (delivery.mailbox, key))
+        return Spooled(delivery.mailbox, existing_id, existing_queue_id, True)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The intake's four statements, as SQL written once per database.
+
+    peewee would build each query anew for every message, and on the intake
+    path, where a 250 waits, that was a fifth of the time. These are the same
+    statements peewee would write, with the driver's placeholders.
+    """
+
+    insert_raw: str
+    find_raw: str
+    insert_inbound: str
+    find_inbound: str
+
+
+_INBOUND_COLUMNS = (
+    "queue_id",
+    "raw_message",
+    "mailbox",
+    "protocol",
+    "peer",
+    "helo",
+    "mail_from",
+    "rcpt_to",
+    "message_id",
+    "dedup_key",
+    "status",
+    "attempts",
+    "received_at",
+)
+_STATEMENTS: dict[int, _Statements] = {}
+
+
+def _statements(database: pw.Database) -> _Statements:
+    known = _STATEMENTS.get(id(database))
+    if known is None:
+        known = _STATEMENTS[id(database)] = _Statements(
+            insert_raw=_insert_sql(database, models.RawMessage, ("sha256", "size", "data")),
+            find_raw=_select_sql(database, models.RawMessage, ("id",), ("sha256",)),
+            insert_inbound=_insert_sql(database, models.Inbound, _INBOUND_COLUMNS),
+            find_inbound=_select_sql(
+                database, models.Inbound, ("id", "queue_id"), ("mailbox", "dedup_key")
+            ),
         )
-        return Spooled(delivery.mailbox, existing.id, existing.queue_id, True)
+    return known
 
 
-def _insert_new(query: pw.Insert) -> int | None:
+def _column(model: type[models.BaseModel], field: str) -> str:
+    return f'"{model._meta.fields[field].column_name}"'
+
+
+def _table(model: type[models.BaseModel]) -> str:
+    return f'"{model._meta.table_name}"'
+
+
+def _insert_sql(database: pw.Database, model: type[models.BaseModel], fields: Sequence[str]) -> str:
+    """INSERT ... ON CONFLICT DO NOTHING, returning the new id on PostgreSQL."""
+    columns = ", ".join(_column(model, f) for f in fields)
+    values = ", ".join([database.param] * len(fields))
+    returning = ' RETURNING "id"' if isinstance(database, pw.PostgresqlDatabase) else ""
+    return (
+        f"INSERT INTO {_table(model)} ({columns}) VALUES ({values}) "  # noqa: S608 (our names)
+        f"ON CONFLICT DO NOTHING{returning}"
+    )
+
+
+def _select_sql(
+    database: pw.Database, model: type[models.BaseModel], fields: Sequence[str], keys: Sequence[str]
+) -> str:
+    columns = ", ".join(_column(model, f) for f in fields)
+    where = " AND ".join(f"{_column(model, k)} = {database.param}" for k in keys)
+    return f"SELECT {columns} FROM {_table(model)} WHERE {where}"  # noqa: S608 (our names)
+
+
+def _insert_new(sql: str, params: Sequence[object]) -> int | None:
     """Run an INSERT ... ON CONFLICT DO NOTHING: the new row's id, or None if it existed.
 
     One statement instead of an insert and a select per row: on the intake
     path every statement is paid for each message.
     """
-    database = models.database.obj
-    if isinstance(database, pw.PostgresqlDatabase):
-        new: int | None = query.execute()  # RETURNING id: no row when nothing was inserted
-        return new
-    cursor = database.execute(query)
+    cursor = models.database.obj.execute_sql(sql, params)
+    if isinstance(models.database.obj, pw.PostgresqlDatabase):
+        row = cursor.fetchone()  # RETURNING id: no row when nothing was inserted
+        return None if row is None else int(row[0])
     return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+
+
+def _db_value(field: pw.Field, value: object) -> object:
+    """``value`` as peewee would hand it to the driver for ``field``."""
+    converted: object = field.db_value(value)  # type: ignore[no-untyped-call]
+    return converted
+
+
+def _fetch(sql: str, params: Sequence[object]) -> tuple[Any, ...]:
+    """The one row ``sql`` finds (the row an earlier insert made)."""
+    row = models.database.obj.execute_sql(sql, params).fetchone()
+    if row is None:
+        raise StorageError("a row that conflicted on insert is gone")
+    return tuple(row)
 
 
 def _text(value: str) -> str:
