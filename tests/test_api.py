@@ -445,6 +445,7 @@ def test_a_full_width_hash_cannot_smuggle_a_command(gateway: GatewayThread) -> N
                 ],
             },
         ),
+        ("POST", "/tickets/10000/escalate", {"note": "\udfc3 a lone surrogate"}),
         ("GET", "/tickets?limit=²", None),
         ("GET", "/tickets?since=0001-01-01T00:00:00%2B14:00", None),
         ("GET", "/tickets?q=%00", None),

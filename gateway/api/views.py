@@ -51,12 +51,13 @@ from gateway.events import record
 from gateway.intake import Envelope, Intake
 from gateway.internal import File, compose, submit
 from gateway.parse import sanitize_filename
-from gateway.process import Processor
+from gateway.process import Processing
 
 log = logging.getLogger("gateway.api")
 
 PAGE_SIZE, MAX_PAGE = 50, 200
 MAX_TEXT = 100_000  # characters of a reply, note or request
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 MAX_FILES = 10
 MAX_KEYS = 10_000  # a limiter remembers this many callers at most
 STATUSES = ("new", "open", "waiting_on_customer", "resolved", "closed")
@@ -95,7 +96,7 @@ class Limiter:
 class Api:
     """The endpoints, bound to the running gateway's parts."""
 
-    def __init__(self, config: Config, store: Store, intake: Intake, processor: Processor) -> None:
+    def __init__(self, config: Config, store: Store, intake: Intake, processor: Processing) -> None:
         self.config = config
         self.store = store
         self.intake = intake
@@ -390,6 +391,8 @@ class _Body:
             raise invalid(self.prefix + key, f"is longer than {max_length} characters")
         if "\0" in value:
             raise invalid(self.prefix + key, "must not contain NUL characters")
+        if _LONE_SURROGATE.search(value):  # JSON lets "\\udfc3" through; no mail can carry it
+            raise invalid(self.prefix + key, "must be Unicode text (it has a lone surrogate)")
         return value
 
     def required_text(self, key: str, *, max_length: int = 1000) -> str:
