@@ -25,6 +25,7 @@ from pathlib import Path
 from gateway import models
 from gateway.config import Agent, Config, Mailbox
 from gateway.db import transaction, utcnow
+from gateway.errors import ConfigError
 from gateway.events import record
 from gateway.keys import address
 
@@ -45,6 +46,15 @@ def load_secret(path: Path) -> bytes:
     if len(text) < 32:
         raise ValueError(f"{path}: the secret is too short (want 32+ hex characters)")
     return text.encode("ascii")
+
+
+def gateway_secret(config: Config) -> bytes:
+    """The gateway's secret (created on first start), or a clear configuration error."""
+    assert config.gateway.secret_file is not None
+    try:
+        return load_secret(config.gateway.secret_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"{config.path}: gateway.secret_file: {exc}"]) from exc
 
 
 def sync(config: Config) -> list[str]:

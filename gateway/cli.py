@@ -37,7 +37,7 @@ from gateway import (
     report_text,
 )
 from gateway.api import tokens as api_tokens
-from gateway.daemon import load_secret, serve
+from gateway.daemon import serve
 from gateway.db import Store, connect, ensure_schema, open_database, redact, transaction, utcnow
 from gateway.errors import ConfigError, GatewayError, StorageError
 from gateway.notify import Notifier
@@ -433,7 +433,7 @@ def cmd_customers_forget(args: argparse.Namespace) -> int:
     cfg = _open(args)
     address = _customer_address(cfg, args.email)
     with transaction(models.database.obj):
-        done = privacy.forget(address, actor="cli", secret=load_secret(cfg))
+        done = privacy.forget(address, actor="cli", secret=agents.gateway_secret(cfg))
     if not any(v for k, v in vars(done).items() if k != "placeholder"):
         print(f"{address}: nothing stored about this address")
         return EXIT_OK
@@ -565,7 +565,7 @@ def cmd_quarantine_retry(args: argparse.Namespace) -> int:
     if row is None or not release(row.id, database.obj):
         print(f"ticket-gateway: {args.id} is not in the quarantine", file=sys.stderr)
         return EXIT_ERROR
-    notifier = Notifier(cfg, Renderer(cfg.gateway.templates_dir), load_secret(cfg))
+    notifier = Notifier(cfg, Renderer(cfg.gateway.templates_dir), agents.gateway_secret(cfg))
     result = process_inbound(row.id, cfg, database.obj, notifier)
     if result.status == "quarantined":
         print(f"{row.queue_id}: still failing: {result.reason}")
@@ -730,7 +730,7 @@ def cmd_agents_address(args: argparse.Namespace) -> int:
     cfg = _open(args)
     agents.sync(cfg)
     mailbox = _agent_mailbox(cfg, args)
-    print(agents.personal_address(load_secret(cfg), mailbox, args.email))
+    print(agents.personal_address(agents.gateway_secret(cfg), mailbox, args.email))
     return EXIT_OK
 
 
@@ -738,7 +738,7 @@ def cmd_agents_revoke(args: argparse.Namespace) -> int:
     cfg = _open(args)
     mailbox = _agent_mailbox(cfg, args)
     agents.revoke_personal(mailbox.address, args.email)
-    fresh = agents.personal_address(load_secret(cfg), mailbox, args.email)
+    fresh = agents.personal_address(agents.gateway_secret(cfg), mailbox, args.email)
     print(f"revoked; the new address is {fresh}")
     return EXIT_OK
 

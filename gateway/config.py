@@ -81,6 +81,7 @@ GATEWAY_KEYS = frozenset(
         "metrics_listen",
         "log_format",
         "timed_jobs_every",
+        "processing",
     }
 )
 MAILBOX_KEYS = frozenset(
@@ -306,6 +307,7 @@ class GatewaySettings:
     tls_required: bool = False  # refuse MAIL before STARTTLS
     metrics_listen: ListenAddress | None = None  # GET /metrics for Prometheus
     timed_jobs_every: int = 60  # seconds between runs of the SLA and lifecycle jobs
+    processing: str = "worker"  # worker (a process of its own) | inline (the daemon's)
 
 
 @dataclass(frozen=True)
@@ -535,6 +537,7 @@ class _Reader:
             **self.tls(data, p),
             metrics_listen=self.value(data, p, "metrics_listen", None, _listen),
             timed_jobs_every=self.value(data, p, "timed_jobs_every", d.timed_jobs_every, _duration),
+            processing=self.value(data, p, "processing", d.processing, _processing),
         )
 
     def tls(self, data: Mapping[str, Any], p: str) -> dict[str, Any]:
@@ -1018,6 +1021,13 @@ def _log_format(value: Any) -> str:
     text = _text(value).lower()
     if text not in {"text", "json"}:
         raise ValueError(f'{text!r} is neither "text" nor "json"')
+    return text
+
+
+def _processing(value: Any) -> str:
+    text = _text(value).lower()
+    if text not in {"worker", "inline"}:
+        raise ValueError(f'{text!r} is neither "worker" nor "inline"')
     return text
 
 

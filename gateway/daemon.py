@@ -34,6 +34,7 @@ from gateway import (
     listener,
     metrics,
     models,
+    process,
     queries,
     scheduler,
     systemd,
@@ -51,8 +52,9 @@ from gateway.notify import Notifier
 from gateway.outbox import OutboxWorker
 from gateway.poller import Poller
 from gateway.portal.app import Portal
-from gateway.process import Processor
+from gateway.process import Processor, Result
 from gateway.render import Renderer
+from gateway.worker import WorkerProcessor
 
 log = logging.getLogger("gateway.daemon")
 
@@ -61,6 +63,7 @@ HTTP_GRACE = 10.0  # seconds for portal and API requests in flight
 CLOSE_GRACE = 5.0  # seconds for closed listeners to let go of their sockets
 PROCESS_GRACE = 10.0  # seconds for the processor to finish what it holds (the rest
 # is durable and resumes at the next start)
+WORKER_DOWN = 60.0  # seconds without a processing worker before the watchdog is told
 
 
 class Gateway:
@@ -69,7 +72,7 @@ class Gateway:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store: Store | None = None
-        self.processor: Processor | None = None
+        self.processor: Processor | WorkerProcessor | None = None
         self.outbox: OutboxWorker | None = None
         self.servers: dict[str, asyncio.Server] = {}
         self.handlers: dict[str, listener.Handler] = {}
@@ -99,11 +102,10 @@ class Gateway:
         log.info("database %s", redact(cfg.database))
         self.store = Store(database)
         self.outbox = self._outbox_worker(self.store)
-        self.notifier = Notifier(self.config, Renderer(cfg.templates_dir), load_secret(self.config))
+        secret = agents.gateway_secret(self.config)
+        self.notifier = Notifier(self.config, Renderer(cfg.templates_dir), secret)
         await self.store.run(agents.sync, self.config)
-        self.processor = Processor(
-            self.store, self.config, self.notifier, on_processed=self.outbox.wake
-        )
+        self.processor = self._processor(self.store, self.outbox)
         self._tasks = [
             asyncio.create_task(self.processor.run(), name="processor"),
             asyncio.create_task(self.outbox.run(), name="outbox"),
@@ -163,6 +165,18 @@ class Gateway:
                 await task
         self._poller_tasks = []
 
+    def _processor(self, store: Store, outbox: OutboxWorker) -> Processor | WorkerProcessor:
+        """Processing in a worker process, or in this one (``processing`` in [gateway])."""
+
+        def processed(_inbound_id: int, result: Result) -> None:
+            process.count(result)
+            outbox.wake()
+
+        if self.config.gateway.processing == "worker":
+            return WorkerProcessor(store, self.config, on_processed=processed)
+        assert self.notifier is not None
+        return Processor(store, self.config, self.notifier, on_processed=processed)
+
     def _outbox_worker(self, store: Store) -> OutboxWorker:
         cfg = self.config.gateway
         try:
@@ -196,8 +210,9 @@ class Gateway:
         if old_imap != {m.address: m.imap for m in new.mailboxes}:
             log.warning("reload: an [mailbox.imap] table changed; it takes effect at restart")
         self.config = new
+        if self.processor is not None:
+            self.processor.reload(new)
         components = (
-            self.processor,
             self.notifier,
             self.outbox,
             self.portal,
@@ -276,8 +291,16 @@ class Gateway:
         )
 
     def stopped_workers(self) -> list[str]:
-        """The daemon's long-running tasks that have ended (they never should)."""
-        return [task.get_name() for task in (*self._tasks, *self._poller_tasks) if task.done()]
+        """The daemon's long-running tasks that have ended (they never should).
+
+        A processing worker that keeps failing to start counts too, after
+        WORKER_DOWN seconds: systemd then restarts the whole daemon.
+        """
+        stopped = [task.get_name() for task in (*self._tasks, *self._poller_tasks) if task.done()]
+        worker = self.processor if isinstance(self.processor, WorkerProcessor) else None
+        if worker is not None and worker.worker_down_for() > WORKER_DOWN:
+            stopped.append("processing worker")
+        return stopped
 
     async def status_line(self) -> str:
         """The queues in one line; also tells ``status`` that this instance is alive."""
@@ -343,6 +366,7 @@ class Gateway:
             await _bounded(server.wait_closed(), CLOSE_GRACE)
         if self.processor is not None:
             await _bounded(self.processor.idle(), PROCESS_GRACE)
+            await self.processor.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -414,15 +438,6 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
         return tls.server_context(cfg.tls_cert_file, cfg.tls_key_file)
     except ValueError as exc:
         raise ConfigError([f"{config.path}: gateway.tls_cert_file: {exc}"]) from exc
-
-
-def load_secret(config: Config) -> bytes:
-    """The gateway's secret (created on first start), or a clear configuration error."""
-    assert config.gateway.secret_file is not None
-    try:
-        return agents.load_secret(config.gateway.secret_file)
-    except (OSError, ValueError) as exc:
-        raise ConfigError([f"{config.path}: gateway.secret_file: {exc}"]) from exc
 
 
 async def serve(config: Config) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import functools
+import os
 import threading
 import urllib.parse
 import weakref
@@ -90,13 +92,50 @@ def _sqlite(parts: urllib.parse.SplitResult, base_dir: Path) -> pw.Database:
     # SQLite's own lower() folds ASCII only; searches must fold "Đơn hàng" too,
     # as PostgreSQL's does.
     database.register_function(_lower, "lower", 1)
-    _WRITERS[database] = threading.RLock()
+    _WRITERS[database] = lock = WriterLock(path.with_name(path.name + "-writer"))
+    weakref.finalize(database, lock.close)
     result: pw.Database = database
     return result
 
 
+class WriterLock:
+    """One writer at a time on a SQLite database, across threads and processes.
+
+    A thread lock queues this process's writers; an exclusive ``flock`` on a
+    file beside the database queues the processes (the daemon and its
+    processing worker). A waiter sleeps in the kernel and wakes when the
+    lock is let go, where SQLite's own busy handler would poll. Re-entrant
+    on one thread, as savepoints need.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._thread = threading.RLock()
+        self._depth = 0  # changed only by the thread holding ``_thread``
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def __enter__(self) -> None:
+        self._thread.acquire()
+        if self._depth == 0:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._thread.release()
+                raise
+        self._depth += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread.release()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
 # One writer lock per SQLite database of this process (see ``transaction``).
-_WRITERS: weakref.WeakKeyDictionary[pw.Database, threading.RLock] = weakref.WeakKeyDictionary()
+_WRITERS: weakref.WeakKeyDictionary[pw.Database, WriterLock] = weakref.WeakKeyDictionary()
 
 
 def _lower(value: object) -> object:
@@ -169,8 +208,8 @@ def ensure_schema(database: pw.Database, ticket_number_start: int) -> tuple[int,
 def transaction(database: pw.Database) -> Iterator[None]:
     """A write transaction (IMMEDIATE on SQLite, see ``_sqlite``).
 
-    On SQLite, this process's writers also queue on one lock before they
-    ask SQLite for its write lock. SQLite makes a waiting writer sleep and
+    On SQLite, writers also queue on a :class:`WriterLock` before they ask
+    SQLite for its write lock. SQLite makes a waiting writer sleep and
     retry, up to 100 ms a time, and under load a commit that an SMTP
     session waits for could lose that race again and again behind the
     processor's transactions (the benchmark saw 940 ms at the 99th

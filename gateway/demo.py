@@ -33,9 +33,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, make_msgid, parseaddr
 
-from gateway import models, ratings
+from gateway import agents, models, ratings
 from gateway.config import Agent, Config, Mailbox
-from gateway.daemon import load_secret
 from gateway.db import Store, set_clock, utcnow
 from gateway.errors import GatewayError
 from gateway.intake import Delivery, Envelope, Intake
@@ -168,7 +167,7 @@ class _Scene:
         self.store = store
         self.intake = Intake(store)
         self.notifier = Notifier(
-            config, Renderer(config.gateway.templates_dir), load_secret(config)
+            config, Renderer(config.gateway.templates_dir), agents.gateway_secret(config)
         )
         self.jobs = Jobs(config, self.notifier)
         self.now = start

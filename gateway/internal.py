@@ -24,7 +24,7 @@ from email.utils import format_datetime, make_msgid
 
 from gateway.config import Config
 from gateway.intake import OWN_PROTOCOLS, Delivery, Envelope, Intake
-from gateway.process import Processor
+from gateway.process import Processing
 from gateway.render import header_safe
 
 log = logging.getLogger("gateway.internal")
@@ -66,7 +66,7 @@ def compose(
 async def submit(
     config: Config,
     intake: Intake,
-    processor: Processor,
+    processor: Processing,
     raw: bytes,
     envelope: Envelope,
 ) -> int:

@@ -27,7 +27,7 @@ from gateway.config import Config, ListenAddress
 from gateway.errors import StorageError
 from gateway.intake import Delivery, Intake
 from gateway.intake import Envelope as IntakeEnvelope
-from gateway.process import Processor
+from gateway.process import Processing
 
 log = logging.getLogger("gateway.listener")
 
@@ -91,7 +91,9 @@ class GatewayLMTP(LMTP, _Tracked):
 class Handler:
     """aiosmtpd hooks: route recipients, spool on DATA, answer 451 on our failures."""
 
-    def __init__(self, config: Config, intake: Intake, processor: Processor, protocol: str) -> None:
+    def __init__(
+        self, config: Config, intake: Intake, processor: Processing, protocol: str
+    ) -> None:
         self.config = config  # replaced on reload
         self.intake = intake
         self.processor = processor

@@ -53,3 +53,9 @@ def configure(level: str, style: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its bookkeeping is noise
+
+
+def style() -> str:
+    """How this process logs now ("json" or "text"), for a worker process to match."""
+    handlers = logging.getLogger().handlers
+    return "json" if any(isinstance(h.formatter, JsonFormatter) for h in handlers) else "text"

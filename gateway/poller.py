@@ -64,7 +64,7 @@ from gateway.config import Config, ImapSettings, Mailbox
 from gateway.db import Store, transaction, utcnow
 from gateway.errors import GatewayError, ImapError
 from gateway.intake import Delivery, Envelope, Intake, split_header
-from gateway.process import Processor
+from gateway.process import Processing
 
 log = logging.getLogger("gateway.poller")
 
@@ -138,7 +138,7 @@ class Poller:
         mailbox: Mailbox,
         store: Store,
         intake: Intake,
-        processor: Processor,
+        processor: Processing,
     ) -> None:
         assert mailbox.imap is not None
         self.config = config

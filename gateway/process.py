@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import peewee as pw
 
@@ -78,10 +79,6 @@ def process_inbound(
                 _finish(claimed, models.Inbound.QUARANTINED, outcome.reason)
             else:
                 _finish(claimed, models.Inbound.PROCESSED, None)
-        if outcome.action == "held":
-            metrics.MESSAGES.labels("quarantined").inc()
-        elif outcome.action == "created":
-            metrics.TICKETS_CREATED.inc()
     except pw.PeeweeException:
         raise
     except ProcessingError as exc:
@@ -110,6 +107,14 @@ def process_inbound(
     return Result("processed", outcome.action, outcome.ticket_number)
 
 
+def count(result: Result) -> None:
+    """Add a processed row to the daemon's counters (in the process that serves /metrics)."""
+    if result.status == "quarantined" or result.action == "held":
+        metrics.MESSAGES.labels("quarantined").inc()
+    elif result.action == "created":
+        metrics.TICKETS_CREATED.inc()
+
+
 def _claim(inbound_id: int) -> models.Inbound | None:
     """Lock the row for this transaction; None if another worker processed it."""
     query = models.Inbound.select().where(models.Inbound.id == inbound_id)
@@ -135,7 +140,6 @@ def quarantine(inbound_id: int, reason: str, database: pw.Database) -> Result:
         _finish(row, models.Inbound.QUARANTINED, reason)
         record(None, "quarantined", inbound=row, reason=reason)
     log.warning("%s <%s> quarantined: %s", row.queue_id, row.message_id or "-", reason)
-    metrics.MESSAGES.labels("quarantined").inc()
     return Result("quarantined", reason=reason)
 
 
@@ -171,6 +175,21 @@ def pending_ids() -> list[int]:
     return [row.id for row in query]
 
 
+class Processing(Protocol):
+    """What the listeners, pollers, portal and API need of processing.
+
+    :class:`Processor` (in the daemon's process) and
+    :class:`gateway.worker.WorkerProcessor` (in a process of its own) both
+    answer to it.
+    """
+
+    def submit(self, inbound_id: int) -> None:
+        """Queue a freshly spooled row."""
+
+    async def idle(self) -> None:
+        """Wait until every row queued so far is processed."""
+
+
 class Processor:
     """The worker that processes spooled rows one at a time, in order."""
 
@@ -179,12 +198,12 @@ class Processor:
         store: Store,
         config: Config,
         notifier: Notifier,
-        on_processed: Callable[[], None] | None = None,
+        on_processed: Callable[[int, Result], None] | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.notifier = notifier
-        self.on_processed = on_processed  # e.g. wake the outbox worker
+        self.on_processed = on_processed  # e.g. count it, wake the outbox worker
         self.busy: Callable[[], bool] = lambda: False  # is mail being received right now?
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._idle = asyncio.Event()
@@ -216,11 +235,11 @@ class Processor:
             inbound_id = await self._queue.get()
             started = time.monotonic()
             try:
-                await self.store.run(
+                result = await self.store.run(
                     process_inbound, inbound_id, self.config, self.store.database, self.notifier
                 )
                 if self.on_processed is not None:
-                    self.on_processed()
+                    self.on_processed(inbound_id, result)
                 if self.busy():
                     await asyncio.sleep(min(time.monotonic() - started, YIELD_AT_MOST))
             except Exception as exc:  # the database, or our executor: the row waits, safe
@@ -239,3 +258,10 @@ class Processor:
     async def idle(self) -> None:
         """Wait until everything queued so far is processed (for shutdown and tests)."""
         await self._idle.wait()
+
+    def reload(self, config: Config) -> None:
+        """Process the next rows with ``config``."""
+        self.config = config
+
+    async def stop(self) -> None:
+        """Nothing to let go of: the daemon cancels ``run`` when it stops."""

@@ -38,12 +38,19 @@ def write_config(
     *,
     smtp_port: int = 0,
     lmtp: bool = True,
+    processing: str = "inline",
 ) -> Path:
     """A configuration with two mailboxes, listeners on free ports.
 
     ``smtp_port`` fixes the SMTP port (a daemon in its own process must be
     found there; 0 lets the in-process gateway pick one); ``lmtp=False``
     leaves LMTP off.
+
+    Processing is inline unless asked: a worker process costs each test a
+    second interpreter's start (it doubled the portal tests' time), and the
+    step is the same code either way. The tests that run the daemon as
+    users do (crash, instances, operations, systemd, browser, worker) ask
+    for ``processing="worker"``, the default users get.
     """
     path = folder / "mailboxes.toml"
     lmtp_listen = "127.0.0.1:0" if lmtp else ""
@@ -58,6 +65,7 @@ max_message_size = "1MiB"
 max_recipients = 5
 ticket_number_start = 10000
 auto_mail_per_mailbox = "10/10min"
+processing = "{processing}"
 {extra_gateway}
 
 [[mailbox]]

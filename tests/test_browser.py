@@ -47,7 +47,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def site(tmp_path: Path, database_url: str) -> Iterator[GatewayThread]:
-    path = write_config(tmp_path, database_url, extra_gateway=PORTAL)
+    path = write_config(tmp_path, database_url, extra_gateway=PORTAL, processing="worker")
     head, first, second = path.read_text().split("[[mailbox]]")
     team = f'\n[[mailbox.agent]]\nemail = "{AGENT}"\nname = "Lan"\n'
     path.write_text(head + "[[mailbox]]" + first + team + "[[mailbox]]" + second)

@@ -69,6 +69,7 @@ max_message_size = "lots"
 smtp_listen = "localhost"
 max_recipients = 0
 database = "mysql://x"
+processing = "threads"
 
 [[mailbox]]
 address = "support+x@example.com"
@@ -88,10 +89,11 @@ name = "No address"
     assert "gateway.smtp_listen: 'localhost' is not host:port" in text
     assert "gateway.max_recipients: must be a positive whole number" in text
     assert "gateway.database: 'mysql://x' is neither" in text
+    assert 'gateway.processing: \'threads\' is neither "worker" nor "inline"' in text
     assert "mailbox[0].address: 'support+x@example.com' is not an address" in text
     assert "mailbox[1].address: missing" in text
     assert "Traceback" not in result.stderr
-    assert len(lines) == 7
+    assert len(lines) == 8
 
 
 def test_outbound_keys(tmp_path: Path) -> None:

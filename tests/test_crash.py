@@ -92,7 +92,7 @@ def sender(port: int, ids: list[str], acknowledged: set[str], stop: threading.Ev
 
 def test_sigkill_loses_nothing_and_doubles_nothing(tmp_path: Path, database_url: str) -> None:
     port = free_port()
-    config = write_config(tmp_path, database_url, smtp_port=port, lmtp=False)
+    config = write_config(tmp_path, database_url, smtp_port=port, lmtp=False, processing="worker")
     daemon = Daemon(config, port, tmp_path / "daemon.log")
     ids = [f"crash-{i}-{os.getpid()}@test.example" for i in range(MESSAGES)]
     acknowledged: set[str] = set()
@@ -150,7 +150,7 @@ def test_sigterm_during_load_loses_nothing_and_exits_0(tmp_path: Path, database_
     """SIGTERM while a sender keeps offering mail: every 250 is stored, nothing twice,
     and each stop ends with exit status 0 (sessions in flight finish, new ones get 421)."""
     port = free_port()
-    config = write_config(tmp_path, database_url, smtp_port=port, lmtp=False)
+    config = write_config(tmp_path, database_url, smtp_port=port, lmtp=False, processing="worker")
     daemon = Daemon(config, port, tmp_path / "daemon.log")
     ids = [f"term-{i}-{os.getpid()}@test.example" for i in range(MESSAGES)]
     acknowledged: set[str] = set()

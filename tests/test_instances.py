@@ -41,6 +41,7 @@ def instance_config(folder: Path, url: str, sink_port: int, smtp_port: int) -> P
         'auto_mail_per_recipient = "1000/10min"\nauto_mail_per_ticket = "100/10min"',
         smtp_port=smtp_port,
         lmtp=False,
+        processing="worker",
     )
     text = path.read_text().replace(
         'auto_mail_per_mailbox = "10/10min"', 'auto_mail_per_mailbox = "5000/10min"'

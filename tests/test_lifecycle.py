@@ -97,6 +97,7 @@ def clock() -> Iterator[Clock]:
 
 
 def lifecycle_config(folder: Path, database_url: str, extra_gateway: str = "") -> Path:
+    """Business hours and SLA targets (processing inline: the test clock is in this process)."""
     path = write_config(folder, database_url, extra_gateway=extra_gateway)
     text = path.read_text()
     head, first, second = text.split("[[mailbox]]")

@@ -28,6 +28,7 @@ def observed_daemon(tmp_path: Path, database_url: str) -> tuple[Daemon, Path, in
         database_url,
         f'metrics_listen = "127.0.0.1:{metrics}"\nlog_format = "json"',
         smtp_port=smtp,
+        processing="worker",
     )
     return Daemon(config, smtp, tmp_path / "daemon.log"), config, metrics
 

@@ -120,7 +120,7 @@ def test_notify_protocol_from_start_to_stop(
     tmp_path: Path, database_url: str, manager: Systemd
 ) -> None:
     port = free_port()
-    config = write_config(tmp_path, database_url, smtp_port=port)
+    config = write_config(tmp_path, database_url, smtp_port=port, processing="worker")
     env = {**os.environ, "NOTIFY_SOCKET": str(manager.path), "WATCHDOG_USEC": "2000000"}
     env.pop("WATCHDOG_PID", None)
     log = (tmp_path / "daemon.log").open("wb")

@@ -47,7 +47,7 @@ from gateway.notify import Notifier, Recipient
 from gateway.parse import sanitize_filename
 from gateway.portal import access
 from gateway.portal.pages import Pages, catalog, lookup, pick_language
-from gateway.process import Processor
+from gateway.process import Processing
 from gateway.render import PACKAGE_TEMPLATES, header_safe
 
 log = logging.getLogger("gateway.portal")
@@ -73,7 +73,7 @@ class Portal:
         config: Config,
         store: Store,
         intake: Intake,
-        processor: Processor,
+        processor: Processing,
         notifier: Notifier,
         secret: bytes,
         on_queued: Callable[[], None] = lambda: None,

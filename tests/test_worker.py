@@ -1,0 +1,159 @@
+"""Processing in a worker process: it dies, it reloads, it outlives nothing.
+
+The gateway's default is ``processing = "worker"``: the daemon hands each
+spooled row to a second process (``python -m gateway.worker``). These tests
+kill that worker and its daemon with real signals and read the outcome from
+the database and the process table, as an operator would see it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway import models
+from gateway.worker import WorkerProcessor
+from tests.helpers import SUPPORT, GatewayThread, free_port, mail, wire, write_config
+from tests.test_crash import Daemon
+
+NEW_MAILBOX = """
+[[mailbox]]
+address = "billing@example.com"
+name = "Example Billing"
+"""
+
+
+def worker_of(gateway: GatewayThread) -> WorkerProcessor:
+    processor = gateway.gateway.processor
+    assert isinstance(processor, WorkerProcessor), "the default is a worker process"
+    return processor
+
+
+def wait_for(condition: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def worker_pid(gateway: GatewayThread) -> int:
+    worker = worker_of(gateway)
+    wait_for(lambda: worker._process is not None)
+    assert worker._process is not None
+    return worker._process.pid
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped) is not alive either.
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def test_a_killed_worker_is_replaced_and_its_messages_processed(
+    tmp_path: Path, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with GatewayThread(write_config(tmp_path, database_url, processing="worker")) as gateway:
+        gateway.send(mail(subject="before the crash"))
+        first = worker_pid(gateway)
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: worker_of(gateway)._process is None)
+        # Accepted while no worker runs: the 250s are given, the rows wait.
+        with gateway.smtp() as client:
+            for n in range(3):
+                message = wire(mail(subject=f"while down {n}"))
+                client.sendmail("customer@example.org", [SUPPORT], message)
+        gateway.idle()
+        assert worker_pid(gateway) != first
+        subjects = sorted(t["subject"] for t in gateway.tickets())
+        assert subjects == ["before the crash", "while down 0", "while down 1", "while down 2"]
+    assert "processing worker exited with status -9" in caplog.text
+
+
+def test_a_reload_reaches_the_worker(tmp_path: Path, database_url: str) -> None:
+    path = write_config(tmp_path, database_url, processing="worker")
+    with GatewayThread(path) as gateway:
+        gateway.send(mail(subject="first"))
+        path.write_text(path.read_text() + NEW_MAILBOX, encoding="utf-8")
+        assert gateway.call(gateway.gateway.reload())
+        # The listener routes the new address; the worker must know its mailbox
+        # too, or the message would be quarantined as "no longer configured".
+        billing = "billing@example.com"
+        gateway.send(mail(subject="to the new team", to=billing), [billing])
+        with gateway.db():
+            held = models.Inbound.select().where(models.Inbound.status == "quarantined")
+            assert held.count() == 0
+            ticket = models.Ticket.get(models.Ticket.subject == "to the new team")
+        assert ticket.mailbox == billing
+
+
+def test_stopping_the_gateway_stops_its_worker(tmp_path: Path, database_url: str) -> None:
+    with GatewayThread(write_config(tmp_path, database_url, processing="worker")) as gateway:
+        gateway.send(mail())
+        pid = worker_pid(gateway)
+    assert not alive(pid)
+
+
+def test_a_worker_whose_daemon_died_exits_on_its_own(tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    config = write_config(tmp_path, database_url, smtp_port=port, processing="worker")
+    daemon = Daemon(config, port, tmp_path / "log")
+    daemon.start()
+    try:
+        assert daemon.process is not None
+        children = Path(f"/proc/{daemon.process.pid}/task/{daemon.process.pid}/children")
+        wait_for(lambda: children.read_text().split() != [])
+        [worker] = [int(pid) for pid in children.read_text().split()]
+        assert "gateway.worker" in Path(f"/proc/{worker}/cmdline").read_bytes().decode()
+        daemon.kill()
+        wait_for(lambda: not alive(worker))
+    finally:
+        daemon.stop_for_good()
+
+
+def test_the_sqlite_writer_lock_holds_across_processes(tmp_path: Path) -> None:
+    """While another process writes, this one's writers wait on the lock file."""
+    config = write_config(tmp_path, "sqlite:///var/gateway.db")
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from gateway import config, db\n"
+            "cfg = config.load(sys.argv[1])\n"
+            "database = db.open_database(cfg.gateway.database, cfg.base_dir)\n"
+            "with database.connection_context(), db.transaction(database):\n"
+            "    print('holding', flush=True)\n"
+            "    sys.stdin.readline()\n",
+            str(config),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    ) as holder:
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert holder.stdout.readline() == b"holding\n"
+            lock_file = tmp_path / "var" / "gateway.db-writer"
+            with lock_file.open("rb") as lock:
+                with pytest.raises(BlockingIOError):
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                holder.stdin.write(b"done\n")
+                holder.stdin.flush()
+                assert holder.wait(20) == 0
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free once it committed
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
