@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import platform
@@ -71,20 +72,26 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
 
 
 @contextmanager
-def sink() -> Iterator[tuple[int, int]]:
+def sink(durable: bool = False) -> Iterator[tuple[int, int]]:
+    """The bare sink, or (``durable``) the one that commits to SQLite before its 250."""
     port = free_port()
-    log = Path(tempfile.mkstemp(suffix=".log")[1])
+    folder = Path(tempfile.mkdtemp(prefix="sink-bench-"))
+    log = folder / "sink.log"
+    command = [PYTHON, str(ROOT / "bench" / "sink.py"), str(port)]
+    if durable:
+        command += ["--durable", str(folder / "sink.db")]
     with log.open("wb") as out:
-        process = subprocess.Popen([PYTHON, str(ROOT / "bench" / "sink.py"), str(port)], stdout=out)
+        process = subprocess.Popen(command, stdout=out)
     try:
         wait_for_port(port, process, log)
         yield port, process.pid
     finally:
         process.terminate()
         process.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-def gateway_config(folder: Path, database: str, port: int) -> Path:
+def gateway_config(folder: Path, database: str, port: int, processing: str = "worker") -> Path:
     path = folder / "mailboxes.toml"
     path.write_text(
         f"""
@@ -97,6 +104,7 @@ max_recipients = 50
 outbound = "maildir:var/outbox"
 log_level = "WARNING"
 metrics_listen = ""
+processing = "{processing}"
 
 [[mailbox]]
 address = "support@example.com"
@@ -111,10 +119,10 @@ name = "Lan"
 
 
 @contextmanager
-def gateway(database: str) -> Iterator[tuple[int, int, Path]]:
+def gateway(database: str, processing: str = "worker") -> Iterator[tuple[int, int, Path]]:
     folder = Path(tempfile.mkdtemp(prefix="gw-bench-"))
     port = free_port()
-    config = gateway_config(folder, database, port)
+    config = gateway_config(folder, database, port, processing)
     log = folder / "daemon.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -287,7 +295,7 @@ def threading_cost(tickets: int, replies: int = 200) -> float:
     """Median seconds to process (thread and store) a reply, with ``tickets`` in SQLite."""
     sys.path.insert(0, str(ROOT))
     from gateway import config as gateway_config_module
-    from gateway.daemon import load_secret
+    from gateway.agents import gateway_secret
     from gateway.db import Store, open_database
     from gateway.intake import Delivery, Envelope, Intake
     from gateway.notify import Notifier
@@ -303,7 +311,7 @@ def threading_cost(tickets: int, replies: int = 200) -> float:
         _fill(folder / "var" / "gateway.db", tickets)
         database = open_database(cfg.gateway.database, cfg.base_dir)
         store = Store(database)
-        notifier = Notifier(cfg, Renderer(None), load_secret(cfg))
+        notifier = Notifier(cfg, Renderer(None), gateway_secret(cfg))
         intake = Intake(store)
         rng = random.Random(7)
         times = []
@@ -440,10 +448,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--size", type=int, default=4000, help="bytes per message")
     parser.add_argument("--big-tickets", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per throughput figure")
     parser.add_argument("--quick", action="store_true", help="small figures, for a smoke run")
     options = parser.parse_args()
     if options.quick:
-        options.messages, options.big_tickets = 200, 20_000
+        options.messages, options.big_tickets, options.rounds = 200, 20_000, 1
     lines = ["Ticket Gateway benchmark", *machine(), ""]
 
     def say(line: str = "") -> None:
@@ -454,41 +463,68 @@ def main() -> None:
         print(line)
     m, s, size = options.messages, options.sessions, options.size
     say(f"1. Intake throughput: smtp-source, {m} messages of {size} bytes over {s} sessions")
-    rates: dict[str, float] = {}
+    say(f"   (each figure the median of {options.rounds} runs, the targets taking turns)")
+    targets: dict[str, tuple[str, str] | str] = {
+        "sink": "bare",
+        "sink/durable": "durable",
+        "sqlite": ("sqlite:///var/gateway.db", "worker"),
+        "postgresql": ("pg", "worker"),
+        "sqlite/inline": ("sqlite:///var/gateway.db", "inline"),
+    }
+    runs: dict[str, list[float]] = {name: [] for name in targets}
+    ticketed_runs: dict[str, list[float]] = {
+        name: [] for name, target in targets.items() if not isinstance(target, str)
+    }
     delays: dict[str, list[float]] = {}
-    per_session = max(5, m // s // 4)
-    with sink() as (port, _):
-        smtp_source(port, 100, s, size)  # warm up
-        rates["sink"] = smtp_source(port, m, s, size)
-        delays["sink"] = latency(port, s, per_session, size)
     processing: dict[str, tuple[list[float], list[float]]] = {}
-    ticketed: dict[str, float] = {}
-    for name, database in (("sqlite", None), ("postgresql", "pg")):
-        with contextmanager_for(database) as url, gateway(url) as (port, _, config):
-            smtp_source(port, 100, s, size)
-            wait_processed(config)
-            started = time.perf_counter()
-            rates[name] = smtp_source(port, m, s, size)
-            wait_processed(config)
-            ticketed[name] = m / (time.perf_counter() - started)
+    per_session = max(5, m // s // 4)
+    with contextlib.ExitStack() as stack:
+        ports: dict[str, tuple[int, Path | None]] = {}
+        for name, target in targets.items():
+            if isinstance(target, str):
+                ports[name] = (stack.enter_context(sink(target == "durable"))[0], None)
+                continue
+            url = stack.enter_context(contextmanager_for(target[0]))
+            port, _, config = stack.enter_context(gateway(url, target[1]))
+            ports[name] = (port, config)
+        for port, config in ports.values():
+            smtp_source(port, 100, s, size)  # warm up
+            if config is not None:
+                wait_processed(config)
+        for _ in range(options.rounds):
+            for name, (port, config) in ports.items():
+                started = time.perf_counter()
+                runs[name].append(smtp_source(port, m, s, size))
+                if config is not None:
+                    wait_processed(config)
+                    ticketed_runs[name].append(m / (time.perf_counter() - started))
+        for name, (port, config) in ports.items():
             delays[name] = latency(port, s, per_session, size)
-            processing[name] = processing_delays(config, s * per_session)
+            if config is not None:
+                processing[name] = processing_delays(config, s * per_session)
+    rates = {name: statistics.median(values) for name, values in runs.items()}
     for name, rate in rates.items():
         ratio = "" if name == "sink" else f"  = {rate / rates['sink']:.2f} x the sink"
-        say(f"   {name:<11} {rate:8.0f} messages/s accepted (250){ratio}")
-    for name, rate in ticketed.items():
-        say(f"   {name:<11} {rate:8.0f} messages/s accepted and ticketed, end to end")
+        spread = f"(runs {', '.join(f'{v:.0f}' for v in runs[name])})"
+        say(f"   {name:<14} {rate:6.0f} messages/s accepted (250){ratio}  {spread}")
+    for name, values in ticketed_runs.items():
+        say(f"   {name:<14} {statistics.median(values):6.0f} messages/s accepted and ticketed, "
+            "end to end")  # fmt: skip
+    say("   sink/durable commits each message to SQLite before its 250 and does nothing else:")
+    say("   the ceiling of a durable server on this stack (bench/sink.py --durable).")
+    say("   sqlite and postgresql process in a worker process (the default);")
+    say('   sqlite/inline in the daemon\'s own (processing = "inline"), for comparison.')
     say()
     say(f"2. Latency, final dot to reply, {s} sessions ({s * per_session} messages each target)")
     for name, values in delays.items():
         say(
-            f"   {name:<11} median {statistics.median(values) * 1000:6.1f} ms   "
+            f"   {name:<14} median {statistics.median(values) * 1000:6.1f} ms   "
             f"p99 {percentile(values, 0.99) * 1000:6.1f} ms"
         )
     for name, (created, acked) in processing.items():
         if created:
             say(
-                f"   {name:<11} 250 -> ticket created: median {_ms(statistics.median(created))}, "
+                f"   {name:<14} 250 -> ticket created: median {_ms(statistics.median(created))}, "
                 f"p99 {_ms(percentile(created, 0.99))}; -> acknowledgement queued: "
                 f"median {_ms(statistics.median(acked))}, p99 {_ms(percentile(acked, 0.99))}"
             )
