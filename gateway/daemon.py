@@ -203,7 +203,7 @@ class Gateway:
                 log.error("reload refused, keeping the running configuration: %s", problem)
             return False
         old = self.config.gateway
-        for key in ("database", "smtp_listen", "lmtp_listen", "outbound"):
+        for key in ("database", "smtp_listen", "lmtp_listen", "outbound", "processing"):
             if getattr(old, key) != getattr(new.gateway, key):
                 log.warning("reload: %s changed; it takes effect at the next restart", key)
         old_imap = {m.address: m.imap for m in self.config.mailboxes}

@@ -16,6 +16,7 @@ import fcntl
 import functools
 import os
 import threading
+import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Iterator
@@ -103,25 +104,49 @@ class WriterLock:
 
     A thread lock queues this process's writers; an exclusive ``flock`` on a
     file beside the database queues the processes (the daemon and its
-    processing worker). A waiter sleeps in the kernel and wakes when the
-    lock is let go, where SQLite's own busy handler would poll. Re-entrant
-    on one thread, as savepoints need.
+    processing worker). A waiter checks again every few milliseconds, where
+    SQLite's own busy handler sleeps up to 100 ms at a time, and gives up
+    after TIMEOUT (as ``busy_timeout`` would), so a writer stuck elsewhere
+    ends in a 451, not a hang. Re-entrant on one thread, as savepoints need.
     """
+
+    TIMEOUT = 30.0  # seconds
+    _PAUSE = (0.0005, 0.002)  # the first and the longest pause between tries, seconds
 
     def __init__(self, path: Path) -> None:
         self._thread = threading.RLock()
         self._depth = 0  # changed only by the thread holding ``_thread``
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            # Read-only is enough for flock, and 0644 lets the service's user
+            # open a file that root created first (an early `sudo ticket-gateway`).
+            self._fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ConfigError(
+                [f"database: cannot open {path} (the writers' lock file): {exc.strerror}"]
+            ) from exc
 
     def __enter__(self) -> None:
         self._thread.acquire()
         if self._depth == 0:
             try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
+                self._lock_file()
             except BaseException:
                 self._thread.release()
                 raise
         self._depth += 1
+
+    def _lock_file(self) -> None:
+        deadline = time.monotonic() + self.TIMEOUT
+        pause, longest = self._PAUSE
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise pw.OperationalError("database is locked (by another process)") from None
+            time.sleep(pause)
+            pause = min(pause * 2, longest)
 
     def __exit__(self, *_exc: object) -> None:
         self._depth -= 1

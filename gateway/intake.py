@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import secrets
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
@@ -266,12 +267,13 @@ class Intake:
         message_id: str,
         key: str,
     ) -> list[Spooled]:
-        sql = _statements(self.store.database)
+        database = self.store.database
+        sql = _statements(database)
         sha = hashlib.sha256(raw).hexdigest()
         data = _db_value(models.RawMessage.data, raw)
-        stored = _insert_new(sql.insert_raw, (sha, len(raw), data))
+        stored = _insert_new(database, sql.insert_raw, (sha, len(raw), data))
         if stored is None:  # these bytes were stored before
-            stored = _fetch(sql.find_raw, (sha,))[0]
+            stored = _fetch(database, sql.find_raw, (sha,))[0]
         return [self._inbound(sql, stored, envelope, d, message_id, key) for d in deliveries]
 
     @staticmethod
@@ -298,7 +300,9 @@ class Intake:
     ) -> Spooled:
         """Insert the inbound row, or find the one an earlier delivery made."""
         queue_id = secrets.token_hex(6).upper()
+        database = self.store.database
         inserted = _insert_new(
+            database,
             sql.insert_inbound,
             (
                 queue_id,
@@ -318,7 +322,7 @@ class Intake:
         )
         if inserted is not None:
             return Spooled(delivery.mailbox, inserted, queue_id, False)
-        existing_id, existing_queue_id = _fetch(sql.find_inbound, (delivery.mailbox, key))
+        existing_id, existing_queue_id = _fetch(database, sql.find_inbound, (delivery.mailbox, key))
         return Spooled(delivery.mailbox, existing_id, existing_queue_id, True)
 
 
@@ -352,13 +356,13 @@ _INBOUND_COLUMNS = (
     "attempts",
     "received_at",
 )
-_STATEMENTS: dict[int, _Statements] = {}
+_STATEMENTS: weakref.WeakKeyDictionary[pw.Database, _Statements] = weakref.WeakKeyDictionary()
 
 
 def _statements(database: pw.Database) -> _Statements:
-    known = _STATEMENTS.get(id(database))
+    known = _STATEMENTS.get(database)
     if known is None:
-        known = _STATEMENTS[id(database)] = _Statements(
+        known = _STATEMENTS[database] = _Statements(
             insert_raw=_insert_sql(database, models.RawMessage, ("sha256", "size", "data")),
             find_raw=_select_sql(database, models.RawMessage, ("id",), ("sha256",)),
             insert_inbound=_insert_sql(database, models.Inbound, _INBOUND_COLUMNS),
@@ -396,14 +400,14 @@ def _select_sql(
     return f"SELECT {columns} FROM {_table(model)} WHERE {where}"  # noqa: S608 (our names)
 
 
-def _insert_new(sql: str, params: Sequence[object]) -> int | None:
+def _insert_new(database: pw.Database, sql: str, params: Sequence[object]) -> int | None:
     """Run an INSERT ... ON CONFLICT DO NOTHING: the new row's id, or None if it existed.
 
     One statement instead of an insert and a select per row: on the intake
     path every statement is paid for each message.
     """
-    cursor = models.database.obj.execute_sql(sql, params)
-    if isinstance(models.database.obj, pw.PostgresqlDatabase):
+    cursor = database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
+    if isinstance(database, pw.PostgresqlDatabase):
         row = cursor.fetchone()  # RETURNING id: no row when nothing was inserted
         return None if row is None else int(row[0])
     return int(cursor.lastrowid) if cursor.rowcount == 1 else None
@@ -415,9 +419,9 @@ def _db_value(field: pw.Field, value: object) -> object:
     return converted
 
 
-def _fetch(sql: str, params: Sequence[object]) -> tuple[Any, ...]:
+def _fetch(database: pw.Database, sql: str, params: Sequence[object]) -> tuple[Any, ...]:
     """The one row ``sql`` finds (the row an earlier insert made)."""
-    row = models.database.obj.execute_sql(sql, params).fetchone()
+    row = database.execute_sql(sql, params).fetchone()  # type: ignore[no-untyped-call]
     if row is None:
         raise StorageError("a row that conflicted on insert is gone")
     return tuple(row)

@@ -175,6 +175,16 @@ def pending_ids() -> list[int]:
     return [row.id for row in query]
 
 
+async def resume(store: Store, submit: Callable[[int], None]) -> int:
+    """Hand every row a previous run accepted but did not process to ``submit``."""
+    ids = await store.run(pending_ids)
+    for inbound_id in ids:
+        submit(inbound_id)
+    if ids:
+        log.info("resuming %d accepted but unprocessed message(s)", len(ids))
+    return len(ids)
+
+
 class Processing(Protocol):
     """What the listeners, pollers, portal and API need of processing.
 
@@ -208,6 +218,7 @@ class Processor:
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._working = False  # a row is being processed
 
     def submit(self, inbound_id: int) -> None:
         """Queue a freshly spooled row."""
@@ -216,12 +227,15 @@ class Processor:
 
     async def recover(self) -> int:
         """Queue every row a previous run accepted but did not process."""
-        ids = await self.store.run(pending_ids)
-        for inbound_id in ids:
-            self.submit(inbound_id)
-        if ids:
-            log.info("resuming %d accepted but unprocessed message(s)", len(ids))
-        return len(ids)
+        return await resume(self.store, self.submit)
+
+    def drop_queued(self) -> None:
+        """Forget the rows not yet started (they stay "received" in the database)."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            self._queue.task_done()
+        if not self._working:
+            self._idle.set()
 
     async def run(self) -> None:
         """Process queued rows until cancelled.
@@ -234,6 +248,7 @@ class Processor:
         while True:
             inbound_id = await self._queue.get()
             started = time.monotonic()
+            self._working = True
             try:
                 result = await self.store.run(
                     process_inbound, inbound_id, self.config, self.store.database, self.notifier
@@ -251,6 +266,7 @@ class Processor:
                 )
                 asyncio.get_running_loop().call_later(RETRY_DELAY, self.submit, inbound_id)
             finally:
+                self._working = False
                 self._queue.task_done()
                 if self._queue.empty():
                     self._idle.set()
@@ -260,8 +276,9 @@ class Processor:
         await self._idle.wait()
 
     def reload(self, config: Config) -> None:
-        """Process the next rows with ``config``."""
+        """Process the next rows with ``config`` (its notifier too)."""
         self.config = config
+        self.notifier.config = config
 
     async def stop(self) -> None:
         """Nothing to let go of: the daemon cancels ``run`` when it stops."""

@@ -6,13 +6,16 @@ the SMTP sessions waiting for their 250; in a second process they run on
 another core. With ``processing = "worker"`` (the default) the daemon starts
 ``python -m gateway.worker`` and talks to it over two pipes:
 
-* the daemon writes the id of each inbound row it spooled, one per line, on
-  the worker's stdin; ``reload`` after a SIGHUP; and ``busy`` or ``quiet``
-  as mail starts and stops arriving. While the daemon is busy receiving,
-  the worker cedes after each message as :class:`Processor` does in the
-  daemon's own process: on SQLite the two share one write lock, and an SMTP
-  session waiting for its 250 should not queue behind a ticket's rendering;
-* the worker writes one JSON object per processed row on its stdout: the
+* the daemon writes, one per line on the worker's stdin: ``config`` and the
+  configuration it runs (pickled, base64), first and again after each
+  reload, so the worker never reads a file the daemon has not checked; the
+  id of each inbound row it spooled; ``busy`` or ``quiet`` as mail starts
+  and stops arriving. While the daemon is busy receiving, the worker cedes
+  after each message as :class:`Processor` does in the daemon's own
+  process: on SQLite the two share one write lock, and an SMTP session
+  waiting for its 250 should not queue behind a ticket's rendering;
+* the worker writes one JSON object per line on its stdout: ``{"ready":
+  true}`` once its database is open, then one per processed row, with the
   row's id and how it ended. The daemon counts it for /metrics, wakes the
   outbox, and forgets the id.
 
@@ -20,30 +23,34 @@ The rows are the queue, not the pipe: the daemon keeps every id it handed
 over until the worker answers for it, and hands them all to the next worker
 if this one dies. Processing a row twice is harmless (the second time finds
 it processed and skips it). When the daemon stops it closes the worker's
-stdin: the worker finishes what it holds and exits. A worker whose daemon
-died sees the same end of input and does the same.
+stdin: the worker finishes the row in hand and exits, and the rows it had
+not started wait in the database for the next start. A worker whose daemon
+died sees the same end of input and does the same. A worker that is not
+the daemon's own version (the package was upgraded under a running
+daemon) refuses to start; after WORKER_DOWN seconds without a worker the
+watchdog stops being pinged and systemd restarts the whole daemon.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import dataclasses
 import json
 import logging
 import os
-import signal
+import pickle
 import sys
+import time
 from collections.abc import Callable
-from pathlib import Path
 
-from gateway import agents, logs
-from gateway import config as config_module
+from gateway import __version__, agents, logs
 from gateway.config import Config
 from gateway.db import Store, open_database
-from gateway.errors import ConfigError
 from gateway.notify import Notifier
-from gateway.process import Processor, Result, pending_ids
+from gateway.process import Processor, Result, resume
 from gateway.render import Renderer
 
 log = logging.getLogger("gateway.worker")
@@ -52,6 +59,9 @@ RESTART_AFTER = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds, after each failure in a 
 STEADY = 60.0  # seconds a worker must live for its failures to be forgotten
 STOP_GRACE = 5.0  # seconds for a worker to exit once its input is closed
 BUSY_EVERY = 0.02  # seconds between looks at whether mail is arriving
+LINE_LIMIT = 1 << 20  # bytes in one answer line (a reason is cut well below this)
+REASON_LIMIT = 2000  # characters of a quarantine reason sent back to the daemon
+BAD_VERSION = 3  # the worker's exit status when it is not the daemon's version
 
 
 class WorkerProcessor:
@@ -69,6 +79,7 @@ class WorkerProcessor:
     ) -> None:
         self.store = store
         self.config = config
+        self.database = config.gateway.database  # fixed at start, as the daemon's is
         self.on_processed = on_processed
         self.busy: Callable[[], bool] = lambda: False  # is mail being received right now?
         self._waiting: dict[int, None] = {}  # handed over, not yet answered for (in order)
@@ -76,7 +87,7 @@ class WorkerProcessor:
         self._idle.set()
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = False
-        self.down_since: float | None = None  # loop time the worker went away; None: running
+        self.down_since: float | None = None  # monotonic time since no worker is ready
 
     def submit(self, inbound_id: int) -> None:
         """Hand a freshly spooled row to the worker (now, or when it next starts)."""
@@ -88,21 +99,16 @@ class WorkerProcessor:
 
     async def recover(self) -> int:
         """Hand over every row a previous run accepted but did not process."""
-        ids = await self.store.run(pending_ids)
-        for inbound_id in ids:
-            self.submit(inbound_id)
-        if ids:
-            log.info("resuming %d accepted but unprocessed message(s)", len(ids))
-        return len(ids)
+        return await resume(self.store, self.submit)
 
     async def idle(self) -> None:
         """Wait until the worker has answered for every row handed over so far."""
         await self._idle.wait()
 
     def reload(self, config: Config) -> None:
-        """Tell the worker to read the configuration again (the daemon has checked it)."""
+        """Hand the worker the configuration the daemon now runs."""
         self.config = config
-        self._send("reload\n")
+        self._send(self._config_line())
 
     async def run(self) -> None:
         """Keep a worker running until ``stop``; start another, after a pause, if one dies."""
@@ -116,9 +122,9 @@ class WorkerProcessor:
             failures = 0 if loop.time() - started > STEADY else failures + 1
             delay = RESTART_AFTER[min(failures, len(RESTART_AFTER)) - 1] if failures else 0.0
             log.error(
-                "processing worker exited with status %s; starting another in %.0fs "
+                "processing worker %s; starting another in %.0fs "
                 "(%d message(s) wait for it, safe in the database)",
-                code,
+                "could not start" if code is None else f"exited with status {code}",
                 delay,
                 len(self._waiting),
             )
@@ -141,44 +147,64 @@ class WorkerProcessor:
             await process.wait()
 
     def worker_down_for(self) -> float:
-        """Seconds the worker has not been running (0 while it runs)."""
+        """Seconds without a ready worker (0 while one is ready)."""
         if self.down_since is None:
             return 0.0
-        return asyncio.get_running_loop().time() - self.down_since
+        return time.monotonic() - self.down_since
 
     async def _run_worker(self) -> int | None:
         """Start one worker, feed it, read its answers until it exits; its exit status."""
+        if self.down_since is None:
+            self.down_since = time.monotonic()  # until it says it is ready
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",  # not the working directory first on sys.path: it may be writable
                 "-m",
                 "gateway.worker",
-                "--config",
-                str(self.config.path),
+                "--version-expected",
+                __version__,
                 "--log-format",
                 logs.style(),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
+                limit=LINE_LIMIT,
+                process_group=0,  # a terminal's Ctrl-C or hangup is for the daemon
             )
         except OSError as exc:
             log.error("could not start a processing worker: %s", exc)
-            if self.down_since is None:
-                self.down_since = asyncio.get_running_loop().time()
             return None
-        self._process, self.down_since = process, None
+        self._process = process
         log.info("processing worker started (pid %d)", process.pid)
+        self._send(self._config_line())
         for inbound_id in self._waiting:
             self._send(f"{inbound_id}\n")
         assert process.stdout is not None
         watching = asyncio.create_task(self._tell_busy(), name="worker busy")
         try:
-            async for line in process.stdout:
+            while line := await process.stdout.readline():
                 self._answered(line)
             return await process.wait()
+        except Exception as exc:  # a line too long, say: this worker is done
+            log.error("processing worker: %r; stopping it", exc)
+            return await self._kill(process)
         finally:
             watching.cancel()
             self._process = None
-            self.down_since = asyncio.get_running_loop().time()
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+
+    @staticmethod
+    async def _kill(process: asyncio.subprocess.Process) -> int:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        return await process.wait()
+
+    def _config_line(self) -> str:
+        """The daemon's configuration, with the database it opened at start."""
+        gateway = dataclasses.replace(self.config.gateway, database=self.database)
+        data = pickle.dumps(dataclasses.replace(self.config, gateway=gateway))
+        return "config " + base64.b64encode(data).decode("ascii") + "\n"
 
     async def _tell_busy(self) -> None:
         """Tell the worker when mail starts and stops arriving (checked every BUSY_EVERY)."""
@@ -199,6 +225,9 @@ class WorkerProcessor:
     def _answered(self, line: bytes) -> None:
         try:
             data = json.loads(line)
+            if data == {"ready": True}:
+                self.down_since = None
+                return
             inbound_id = int(data.pop("id"))
             result = Result(**data)
         except (ValueError, TypeError, KeyError, AttributeError):
@@ -208,14 +237,17 @@ class WorkerProcessor:
         if not self._waiting:
             self._idle.set()
         if self.on_processed is not None:
-            self.on_processed(inbound_id, result)
+            try:
+                self.on_processed(inbound_id, result)
+            except Exception:  # counting is not worth a worker
+                log.exception("after processing inbound %d", inbound_id)
 
 
 # --- the worker's side ------------------------------------------------------------
 
 
-async def work(config: Config) -> None:
-    """Process the row ids read from stdin until it ends; answer on stdout."""
+async def work(stdin: asyncio.StreamReader, config: Config) -> None:
+    """Process the row ids read from ``stdin`` until it ends; answer on stdout."""
     cfg = config.gateway
     database = await asyncio.to_thread(
         open_database, cfg.database, config.base_dir, ticket_number_start=cfg.ticket_number_start
@@ -226,16 +258,21 @@ async def work(config: Config) -> None:
     receiving = False
     processor.busy = lambda: receiving
     running = asyncio.create_task(processor.run(), name="processor")
+    _say({"ready": True})
     try:
-        async for line in await _stdin():
-            text = line.strip()
-            if text.isdigit():
-                processor.submit(int(text))
-            elif text in (b"busy", b"quiet"):
-                receiving = text == b"busy"
-            elif text == b"reload":
-                processor.reload(_reloaded(processor.config))
-        await processor.idle()  # the daemon is stopping (or gone): finish what is held
+        while line := await stdin.readline():
+            word, _, rest = line.strip().partition(b" ")
+            if word.isdigit():
+                processor.submit(int(word))
+            elif word in (b"busy", b"quiet"):
+                receiving = word == b"busy"
+            elif word == b"config":
+                processor.reload(_config(rest))
+                log.info("configuration reloaded")
+        # The daemon is stopping (or gone): finish the row in hand; the rest
+        # stay "received" and wait for the next start.
+        processor.drop_queued()
+        await processor.idle()
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -244,24 +281,23 @@ async def work(config: Config) -> None:
 
 
 def _answer(inbound_id: int, result: Result) -> None:
-    """One line per processed row; short enough to be written in one piece.
+    """One line per processed row (its reason cut short: a line must stay small)."""
+    answer = dataclasses.replace(result, reason=result.reason[:REASON_LIMIT])
+    _say({"id": inbound_id, **vars(answer)})
 
-    A daemon that is gone cannot hear it; the row is processed all the same.
-    """
-    line = json.dumps({"id": inbound_id, **vars(result)}) + "\n"
+
+def _say(data: dict[str, object]) -> None:
+    """One JSON line to the daemon; a daemon that is gone cannot hear it."""
+    line = json.dumps(data) + "\n"
     with contextlib.suppress(BrokenPipeError):
         os.write(sys.stdout.fileno(), line.encode("utf-8"))
 
 
-def _reloaded(current: Config) -> Config:
-    try:
-        new = config_module.load(current.path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("reload refused, keeping the running configuration: %s", problem)
-        return current
-    log.info("reloaded %s", new.path)
-    return new
+def _config(encoded: bytes) -> Config:
+    """The configuration the daemon sent (it comes only from the daemon, over a pipe)."""
+    config = pickle.loads(base64.b64decode(encoded))  # noqa: S301 (our own parent)
+    assert isinstance(config, Config)
+    return config
 
 
 async def _stdin() -> asyncio.StreamReader:
@@ -272,23 +308,33 @@ async def _stdin() -> asyncio.StreamReader:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m gateway.worker --config PATH``: started by the daemon, not by people."""
+    """``python -m gateway.worker``: started by the daemon, not by people."""
     parser = argparse.ArgumentParser(prog="gateway.worker", description=main.__doc__)
-    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--version-expected", required=True)
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
-    # Ctrl-C in a terminal reaches the whole process group; the daemon decides
-    # when the worker stops (by closing its input), so the worker ignores it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        config = config_module.load(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
-    logs.configure(config.gateway.log_level, args.log_format)
-    asyncio.run(work(config))
+    logs.configure("INFO", args.log_format)
+    if args.version_expected != __version__:
+        log.error(
+            "this worker is version %s but the daemon is %s: restart the daemon",
+            __version__,
+            args.version_expected,
+        )
+        return BAD_VERSION
+    asyncio.run(_main())
     return 0
+
+
+async def _main() -> None:
+    stdin = await _stdin()
+    first = await stdin.readline()
+    word, _, rest = first.strip().partition(b" ")
+    if word != b"config":
+        log.error("the daemon sent no configuration; stopping")
+        return
+    config = _config(rest)
+    logging.getLogger().setLevel(config.gateway.log_level)
+    await work(stdin, config)
 
 
 if __name__ == "__main__":

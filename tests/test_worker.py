@@ -16,9 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import peewee as pw
 import pytest
 
-from gateway import models
+from gateway import daemon, db, models
+from gateway import worker as worker_module
 from gateway.worker import WorkerProcessor
 from tests.helpers import SUPPORT, GatewayThread, free_port, mail, wire, write_config
 from tests.test_crash import Daemon
@@ -86,17 +88,45 @@ def test_a_reload_reaches_the_worker(tmp_path: Path, database_url: str) -> None:
     path = write_config(tmp_path, database_url, processing="worker")
     with GatewayThread(path) as gateway:
         gateway.send(mail(subject="first"))
-        path.write_text(path.read_text() + NEW_MAILBOX, encoding="utf-8")
+        [first_ack] = gateway.outbound(1)
+        assert str(first_ack["Message-ID"]).endswith("@gw.test>")
+        text = path.read_text().replace('hostname = "gw.test"', 'hostname = "new.example"')
+        path.write_text(text + NEW_MAILBOX, encoding="utf-8")
         assert gateway.call(gateway.gateway.reload())
         # The listener routes the new address; the worker must know its mailbox
         # too, or the message would be quarantined as "no longer configured".
-        billing = "billing@example.com"
-        gateway.send(mail(subject="to the new team", to=billing), [billing])
+        billing, other = "billing@example.com", "other@example.org"
+        message = mail(subject="to the new team", to=billing, sender=f"Other <{other}>")
+        gateway.send(message, [billing], sender=other)
         with gateway.db():
             held = models.Inbound.select().where(models.Inbound.status == "quarantined")
             assert held.count() == 0
             ticket = models.Ticket.get(models.Ticket.subject == "to the new team")
         assert ticket.mailbox == billing
+        # ... and its mail is written with the new settings.
+        second_ack = gateway.outbound(2)[1]
+        assert str(second_ack["To"]) == f"Other <{other}>"
+        assert str(second_ack["Message-ID"]).endswith("@new.example>")
+
+
+def test_a_worker_that_cannot_start_is_reported_to_the_watchdog(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker of another version (an upgrade under a running daemon) refuses to run.
+
+    Mail is still accepted and kept; after WORKER_DOWN seconds without a
+    ready worker the daemon stops pinging the watchdog, and systemd
+    restarts it with the new code.
+    """
+    monkeypatch.setattr(worker_module, "__version__", "0.0.0-before-the-upgrade")
+    monkeypatch.setattr(daemon, "WORKER_DOWN", 1.0)
+    with GatewayThread(write_config(tmp_path, database_url, processing="worker")) as gateway:
+        with gateway.smtp() as client:
+            client.sendmail("customer@example.org", [SUPPORT], wire(mail()))
+        wait_for(lambda: "processing worker" in gateway.gateway.stopped_workers())
+        with gateway.db():
+            assert models.Inbound.get().status == "received"
+        assert gateway.tickets() == []
 
 
 def test_stopping_the_gateway_stops_its_worker(tmp_path: Path, database_url: str) -> None:
@@ -146,6 +176,12 @@ def test_the_sqlite_writer_lock_holds_across_processes(tmp_path: Path) -> None:
         try:
             assert holder.stdout.readline() == b"holding\n"
             lock_file = tmp_path / "var" / "gateway.db-writer"
+            # A writer here waits, then gives up as SQLite's busy_timeout would.
+            waiter = db.WriterLock(lock_file)
+            waiter.TIMEOUT = 0.2
+            with pytest.raises(pw.OperationalError, match="locked"), waiter:
+                pass
+            waiter.close()
             with lock_file.open("rb") as lock:
                 with pytest.raises(BlockingIOError):
                     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
