@@ -30,6 +30,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import socket
 import sqlite3
 import statistics
@@ -69,6 +70,22 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
 
 
 # --- the servers ---------------------------------------------------------------------
+
+
+PAUSED = "sqlite/paused"  # the gateway with its worker stopped during the run: intake alone
+
+
+@contextmanager
+def paused_children(pid: int) -> Iterator[None]:
+    """Stop ``pid``'s child processes (the processing worker) for the duration."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in children:
+        os.kill(int(child), signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for child in children:
+            os.kill(int(child), signal.SIGCONT)
 
 
 @contextmanager
@@ -470,22 +487,25 @@ def main() -> None:
         "sqlite": ("sqlite:///var/gateway.db", "worker"),
         "postgresql": ("pg", "worker"),
         "sqlite/inline": ("sqlite:///var/gateway.db", "inline"),
+        PAUSED: ("sqlite:///var/gateway.db", "worker"),
     }
     runs: dict[str, list[float]] = {name: [] for name in targets}
     ticketed_runs: dict[str, list[float]] = {
         name: [] for name, target in targets.items() if not isinstance(target, str)
     }
+    del ticketed_runs[PAUSED]
     delays: dict[str, list[float]] = {}
     processing: dict[str, tuple[list[float], list[float]]] = {}
     per_session = max(5, m // s // 4)
     with contextlib.ExitStack() as stack:
         ports: dict[str, tuple[int, Path | None]] = {}
+        pids: dict[str, int] = {}
         for name, target in targets.items():
             if isinstance(target, str):
                 ports[name] = (stack.enter_context(sink(target == "durable"))[0], None)
                 continue
             url = stack.enter_context(contextmanager_for(target[0]))
-            port, _, config = stack.enter_context(gateway(url, target[1]))
+            port, pids[name], config = stack.enter_context(gateway(url, target[1]))
             ports[name] = (port, config)
         for port, config in ports.values():
             smtp_source(port, 100, s, size)  # warm up
@@ -494,11 +514,15 @@ def main() -> None:
         for _ in range(options.rounds):
             for name, (port, config) in ports.items():
                 started = time.perf_counter()
-                runs[name].append(smtp_source(port, m, s, size))
+                with paused_children(pids[name]) if name == PAUSED else contextlib.nullcontext():
+                    runs[name].append(smtp_source(port, m, s, size))
                 if config is not None:
                     wait_processed(config)
+                if name in ticketed_runs:
                     ticketed_runs[name].append(m / (time.perf_counter() - started))
         for name, (port, config) in ports.items():
+            if name == PAUSED:
+                continue
             delays[name] = latency(port, s, per_session, size)
             if config is not None:
                 processing[name] = processing_delays(config, s * per_session)
@@ -514,6 +538,8 @@ def main() -> None:
     say("   the ceiling of a durable server on this stack (bench/sink.py --durable).")
     say("   sqlite and postgresql process in a worker process (the default);")
     say('   sqlite/inline in the daemon\'s own (processing = "inline"), for comparison.')
+    say(f"   {PAUSED}: the sqlite gateway with its worker stopped (SIGSTOP) during each run,")
+    say("   so intake alone; the worker catches up after it.")
     say()
     say(f"2. Latency, final dot to reply, {s} sessions ({s * per_session} messages each target)")
     for name, values in delays.items():

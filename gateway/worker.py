@@ -131,7 +131,7 @@ class WorkerProcessor:
             await asyncio.sleep(delay)
 
     async def stop(self) -> None:
-        """Close the worker's input and let it finish what it holds (bounded)."""
+        """Close the worker's input; it finishes the row in hand (STOP_GRACE at most)."""
         self._stopping = True
         process = self._process
         if process is None:
@@ -142,9 +142,7 @@ class WorkerProcessor:
             await asyncio.wait_for(process.wait(), STOP_GRACE)
         except TimeoutError:
             log.warning("processing worker did not exit in %.0fs; killing it", STOP_GRACE)
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
+            await self._kill(process)
 
     def worker_down_for(self) -> float:
         """Seconds without a ready worker (0 while one is ready)."""
