@@ -245,14 +245,16 @@ class Intake:
     ) -> list[list[Spooled]]:
         """Every item in one transaction (one fsync); the results in order.
 
-        The hashing is done first, outside the transaction: on SQLite the
-        write lock is held for the inserts only.
+        The hashing (the duplicate key, and the bytes' SHA-256) is done
+        first, outside the transaction: on SQLite the write lock is held for
+        the inserts only.
         """
         keys = [dedup_key(raw) for raw, _, _ in items]
+        shas = [hashlib.sha256(raw).hexdigest() for raw, _, _ in items]
         with transaction(self.store.database):
             results = [
-                self._spool(raw, envelope, deliveries, *key)
-                for (raw, envelope, deliveries), key in zip(items, keys, strict=True)
+                self._spool(raw, envelope, deliveries, *key, sha)
+                for (raw, envelope, deliveries), key, sha in zip(items, keys, shas, strict=True)
             ]
         metrics.MESSAGES.labels("accepted").inc(len(items))  # SMTP, LMTP, IMAP, portal, API
         for (_, envelope, _), (message_id, _), spooled in zip(items, keys, results, strict=True):
@@ -266,10 +268,10 @@ class Intake:
         deliveries: Sequence[Delivery],
         message_id: str,
         key: str,
+        sha: str,
     ) -> list[Spooled]:
         database = self.store.database
         sql = _statements(database)
-        sha = hashlib.sha256(raw).hexdigest()
         data = _db_value(models.RawMessage.data, raw)
         stored = _insert_new(database, sql.insert_raw, (sha, len(raw), data))
         if stored is None:  # these bytes were stored before
