@@ -238,8 +238,8 @@ def transaction(database: pw.Database) -> Iterator[None]:
     retry, up to 100 ms a time, and under load a commit that an SMTP
     session waits for could lose that race again and again behind the
     processor's transactions (the benchmark saw 940 ms at the 99th
-    percentile); the lock hands the database over without sleeping. Nested
-    calls on one thread (savepoints) pass through.
+    percentile); the lock hands the database over within a few
+    milliseconds. Nested calls on one thread (savepoints) pass through.
     """
     lock = _WRITERS.get(database) if isinstance(database, pw.SqliteDatabase) else None
     if lock is None:

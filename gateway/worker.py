@@ -59,7 +59,7 @@ RESTART_AFTER = (1.0, 2.0, 5.0, 10.0, 30.0)  # seconds, after each failure in a 
 STEADY = 60.0  # seconds a worker must live for its failures to be forgotten
 STOP_GRACE = 5.0  # seconds for a worker to exit once its input is closed
 BUSY_EVERY = 0.02  # seconds between looks at whether mail is arriving
-LINE_LIMIT = 1 << 20  # bytes in one answer line (a reason is cut well below this)
+LINE_LIMIT = 1 << 20  # bytes in one line either way (a config, an answer)
 REASON_LIMIT = 2000  # characters of a quarantine reason sent back to the daemon
 BAD_VERSION = 3  # the worker's exit status when it is not the daemon's version
 
@@ -300,7 +300,7 @@ def _config(encoded: bytes) -> Config:
 
 async def _stdin() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)  # a "config" line can be long
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     return reader
 

@@ -129,6 +129,22 @@ def test_a_worker_that_cannot_start_is_reported_to_the_watchdog(
         assert gateway.tickets() == []
 
 
+def test_a_large_configuration_reaches_the_worker(tmp_path: Path, database_url: str) -> None:
+    """Over 64 KiB pickled (asyncio's default line limit): the worker still starts."""
+    path = write_config(tmp_path, database_url, processing="worker")
+    teams = "".join(
+        f'\n[[mailbox]]\naddress = "team{n}@example.com"\nname = "Team {n}"\n'
+        + "".join(f'[[mailbox.agent]]\nemail = "a{n}.{a}@example.com"\n' for a in range(5))
+        for n in range(200)
+    )
+    path.write_text(path.read_text() + teams, encoding="utf-8")
+    with GatewayThread(path) as gateway:
+        assert len(worker_of(gateway)._config_line()) > 64 * 1024
+        gateway.send(mail(subject="to a team", to="team199@example.com"), ["team199@example.com"])
+        [ticket] = gateway.tickets()
+        assert ticket["mailbox"] == "team199@example.com"
+
+
 def test_stopping_the_gateway_stops_its_worker(tmp_path: Path, database_url: str) -> None:
     with GatewayThread(write_config(tmp_path, database_url, processing="worker")) as gateway:
         gateway.send(mail())
