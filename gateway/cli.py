@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "serve",
         cmd_serve,
-        "run the daemon (SMTP/LMTP, IMAP pollers, portal and API, metrics, outbox, timed jobs)",
+        "run the daemon (SMTP/LMTP, IMAP pollers, portal and API, metrics, outbox, timed jobs;"
+        ' processing in a worker process unless processing = "inline")',
     )
     serve.add_argument(
         "--log-format",
