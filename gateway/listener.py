@@ -28,6 +28,7 @@ from gateway.errors import StorageError
 from gateway.intake import Delivery, Intake
 from gateway.intake import Envelope as IntakeEnvelope
 from gateway.process import Processing
+from gateway.smtpd import LeanSMTP, lean_handler
 
 log = logging.getLogger("gateway.listener")
 
@@ -45,7 +46,7 @@ _AFTER_DATA = {TOO_BIG, "500 Line too long (see RFC5321 4.5.3.1.6)"}
 SHUTTING_DOWN = b"421 4.3.2 Service shutting down, please try again later\r\n"
 
 
-class _Tracked(SMTP):
+class _Tracked(LeanSMTP):
     """Registers each session with its handler, so shutdown can find them all."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -88,6 +89,7 @@ class GatewayLMTP(LMTP, _Tracked):
         await super().push(status)
 
 
+@lean_handler
 class Handler:
     """aiosmtpd hooks: route recipients, spool on DATA, answer 451 on our failures."""
 
