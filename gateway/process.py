@@ -34,6 +34,8 @@ log = logging.getLogger("gateway.process")
 
 RETRY_DELAY = 5.0  # seconds before retrying rows after a database error
 YIELD_AT_MOST = 0.05  # seconds a processed message may cede to intake during a burst
+DEFER_AT_MOST = 5.0  # seconds a message may wait for a burst to end before it is processed
+QUIET_EVERY = 0.02  # seconds between looks at whether the burst has ended
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,7 @@ class Processor:
         self.notifier = notifier
         self.on_processed = on_processed  # e.g. count it, wake the outbox worker
         self.busy: Callable[[], bool] = lambda: False  # is mail being received right now?
-        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()  # (id, when queued)
         self._idle = asyncio.Event()
         self._idle.set()
         self._working = False  # a row is being processed
@@ -223,7 +225,7 @@ class Processor:
     def submit(self, inbound_id: int) -> None:
         """Queue a freshly spooled row."""
         self._idle.clear()
-        self._queue.put_nowait(inbound_id)
+        self._queue.put_nowait((inbound_id, time.monotonic()))
 
     async def recover(self) -> int:
         """Queue every row a previous run accepted but did not process."""
@@ -240,16 +242,20 @@ class Processor:
     async def run(self) -> None:
         """Process queued rows until cancelled.
 
-        While mail is being received, the processor lets the listener go
-        first: after each message it pauses as long as that message took
-        (at most YIELD_AT_MOST), so acceptance keeps at least half the
-        process's time during a burst and processing catches up after it.
+        While mail is being received, accepting it goes first, because a
+        sender waits for its 250 and nobody waits for a ticket to the
+        millisecond. A message waits for the burst to end, for DEFER_AT_MOST
+        seconds at most. Past that, the burst is no longer short, and the
+        processor takes its share: after each message it pauses as long as
+        that message took (at most YIELD_AT_MOST), so acceptance keeps at
+        least half the time and processing still catches up.
         """
         while True:
-            inbound_id = await self._queue.get()
-            started = time.monotonic()
+            inbound_id, queued = await self._queue.get()
             self._working = True
             try:
+                await self._defer(queued)
+                started = time.monotonic()
                 result = await self.store.run(
                     process_inbound, inbound_id, self.config, self.store.database, self.notifier
                 )
@@ -270,6 +276,11 @@ class Processor:
                 self._queue.task_done()
                 if self._queue.empty():
                     self._idle.set()
+
+    async def _defer(self, queued: float) -> None:
+        """Wait while mail is being received, until DEFER_AT_MOST after ``queued``."""
+        while self.busy() and time.monotonic() - queued < DEFER_AT_MOST:
+            await asyncio.sleep(QUIET_EVERY)
 
     async def idle(self) -> None:
         """Wait until everything queued so far is processed (for shutdown and tests)."""

@@ -9,11 +9,13 @@ another core. With ``processing = "worker"`` (the default) the daemon starts
 * the daemon writes, one per line on the worker's stdin: ``config`` and the
   configuration it runs (pickled, base64), first and again after each
   reload, so the worker never reads a file the daemon has not checked; the
-  id of each inbound row it spooled; ``busy`` or ``quiet`` as mail starts
-  and stops arriving. While the daemon is busy receiving, the worker cedes
-  after each message as :class:`Processor` does in the daemon's own
-  process: on SQLite the two share one write lock, and an SMTP session
-  waiting for its 250 should not queue behind a ticket's rendering;
+  ids of the inbound rows it spooled, those of one group commit in one
+  write; ``busy`` or ``quiet`` as mail starts and stops arriving, and
+  always before the ids that came with a burst. While the daemon is busy
+  receiving, the worker waits for the burst to end, as :class:`Processor`
+  does in the daemon's own process: the two share the machine's cores (and
+  on SQLite one write lock), and an SMTP session waiting for its 250 should
+  not queue behind a ticket's rendering;
 * the worker writes one JSON object per line on its stdout: ``{"ready":
   true}`` once its database is open, then one per processed row, with the
   row's id and how it ended. The daemon counts it for /metrics, wakes the
@@ -83,6 +85,8 @@ class WorkerProcessor:
         self.on_processed = on_processed
         self.busy: Callable[[], bool] = lambda: False  # is mail being received right now?
         self._waiting: dict[int, None] = {}  # handed over, not yet answered for (in order)
+        self._unsent: list[int] = []  # submitted in this turn of the event loop
+        self._told_busy = False  # what the worker was last told
         self._idle = asyncio.Event()
         self._idle.set()
         self._process: asyncio.subprocess.Process | None = None
@@ -90,12 +94,19 @@ class WorkerProcessor:
         self.down_since: float | None = None  # monotonic time since no worker is ready
 
     def submit(self, inbound_id: int) -> None:
-        """Hand a freshly spooled row to the worker (now, or when it next starts)."""
+        """Hand a freshly spooled row to the worker (soon, or when it next starts).
+
+        A group commit answers many sessions in one turn of the event loop;
+        their ids go to the worker in one write at the end of that turn,
+        which wakes the worker once instead of once per message.
+        """
         if inbound_id in self._waiting:
             return
         self._waiting[inbound_id] = None
         self._idle.clear()
-        self._send(f"{inbound_id}\n")
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._send_unsent)
+        self._unsent.append(inbound_id)
 
     async def recover(self) -> int:
         """Hand over every row a previous run accepted but did not process."""
@@ -174,9 +185,11 @@ class WorkerProcessor:
             return None
         self._process = process
         log.info("processing worker started (pid %d)", process.pid)
+        self._unsent.clear()  # all of them go now
         self._send(self._config_line())
-        for inbound_id in self._waiting:
-            self._send(f"{inbound_id}\n")
+        self._told_busy = False  # a new worker starts out quiet
+        self._tell()
+        self._send("".join(f"{inbound_id}\n" for inbound_id in self._waiting))
         assert process.stdout is not None
         watching = asyncio.create_task(self._tell_busy(), name="worker busy")
         try:
@@ -206,15 +219,27 @@ class WorkerProcessor:
 
     async def _tell_busy(self) -> None:
         """Tell the worker when mail starts and stops arriving (checked every BUSY_EVERY)."""
-        told = False
         while True:
-            busy = self.busy()
-            if busy != told:
-                self._send("busy\n" if busy else "quiet\n")
-                told = busy
+            self._tell()
             await asyncio.sleep(BUSY_EVERY)
 
+    def _tell(self) -> None:
+        """Tell the worker whether mail is arriving, if that changed since it was last told."""
+        busy = self.busy()
+        if busy != self._told_busy:
+            self._send("busy\n" if busy else "quiet\n")
+            self._told_busy = busy
+
+    def _send_unsent(self) -> None:
+        """The ids of this turn, after the news of a burst (the worker must not start on
+        them thinking all is quiet)."""
+        ids, self._unsent = self._unsent, []
+        self._tell()
+        self._send("".join(f"{inbound_id}\n" for inbound_id in ids))
+
     def _send(self, line: str) -> None:
+        if not line:
+            return
         process = self._process
         if process is None or process.stdin is None or process.stdin.is_closing():
             return  # handed over when the next worker starts
@@ -267,8 +292,10 @@ async def work(stdin: asyncio.StreamReader, config: Config) -> None:
             elif word == b"config":
                 processor.reload(_config(rest))
                 log.info("configuration reloaded")
-        # The daemon is stopping (or gone): finish the row in hand; the rest
-        # stay "received" and wait for the next start.
+        # The daemon is stopping (or gone): finish the row in hand, at once
+        # (no more mail is arriving); the rest stay "received" and wait for
+        # the next start.
+        receiving = False
         processor.drop_queued()
         await processor.idle()
     finally:

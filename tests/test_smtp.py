@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import smtplib
 import socket
+import time
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from gateway import models
+from gateway import models, process
 from tests.helpers import SALES, SUPPORT, GatewayThread, mail, wire
 
 
@@ -287,3 +288,32 @@ def test_stopping_says_421_to_idle_sessions(config_path: Path) -> None:
         client.close()
     assert code == 421
     assert reply.startswith(b"4.3.2")
+
+
+def test_processing_waits_while_mail_is_arriving(gateway: GatewayThread) -> None:
+    """During a burst a sender waiting for its 250 goes first: a stored message
+    gets its ticket once no session is between MAIL and its reply."""
+    with gateway.smtp() as busy:
+        busy.ehlo()
+        assert busy.mail("customer@example.org")[0] == 250  # a transaction in flight
+        with gateway.smtp() as client:
+            client.sendmail("customer@example.org", [SUPPORT], wire(mail()))
+        time.sleep(0.5)
+        assert gateway.count(models.Inbound) == 1
+        assert gateway.tickets() == []  # stored, not processed yet
+        busy.rset()  # the burst is over
+        gateway.idle()
+    assert len(gateway.tickets()) == 1
+
+
+def test_a_long_burst_does_not_hold_processing_back_for_ever(
+    gateway: GatewayThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message waits DEFER_AT_MOST at most (here 0.3 s) for the burst to end."""
+    monkeypatch.setattr(process, "DEFER_AT_MOST", 0.3)
+    with gateway.smtp() as busy:
+        busy.ehlo()
+        assert busy.mail("customer@example.org")[0] == 250
+        gateway.send(mail())  # waits until it is processed
+        assert len(gateway.tickets()) == 1
+        assert busy.noop()[0] == 250  # still in its transaction

@@ -209,3 +209,21 @@ def test_the_sqlite_writer_lock_holds_across_processes(tmp_path: Path) -> None:
             if holder.poll() is None:
                 holder.kill()
                 holder.wait()
+
+
+def test_the_worker_waits_while_mail_is_arriving(tmp_path: Path) -> None:
+    """The daemon tells its worker when a session is between MAIL and its reply;
+    the worker leaves the stored message alone until the burst is over."""
+    path = write_config(tmp_path, f"sqlite:///{tmp_path}/gw.db", processing="worker")
+    with GatewayThread(path) as gateway:
+        gateway.send(mail(subject="before"))  # the worker is up and ready
+        with gateway.smtp() as busy:
+            busy.ehlo()
+            assert busy.mail("customer@example.org")[0] == 250
+            with gateway.smtp() as client:
+                client.sendmail("customer@example.org", [SUPPORT], wire(mail(subject="during")))
+            time.sleep(0.5)
+            assert [t["subject"] for t in gateway.tickets()] == ["before"]
+            busy.rset()
+            gateway.idle()
+        assert sorted(t["subject"] for t in gateway.tickets()) == ["before", "during"]
