@@ -20,16 +20,14 @@ import json
 import logging
 import re
 import secrets
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from typing import Any
 
 import peewee as pw
 
-from gateway import metrics, models
+from gateway import metrics, models, spool
 from gateway.db import Store, transaction, utcnow
 from gateway.errors import StorageError
 
@@ -247,36 +245,29 @@ class Intake:
 
         The hashing (the duplicate key, and the bytes' SHA-256) is done
         first, outside the transaction: on SQLite the write lock is held for
-        the inserts only.
+        the inserts only, a few statements for the whole batch (see
+        :mod:`gateway.spool`).
         """
         keys = [dedup_key(raw) for raw, _, _ in items]
         shas = [hashlib.sha256(raw).hexdigest() for raw, _, _ in items]
+        received_at = _db_value(models.Inbound.received_at, utcnow())
+        rows = [
+            _row(envelope, delivery, *key, sha, received_at)
+            for (_, envelope, deliveries), key, sha in zip(items, keys, shas, strict=True)
+            for delivery in deliveries
+        ]
+        raw = {sha: item[0] for item, sha in zip(items, shas, strict=True)}
         with transaction(self.store.database):
-            results = [
-                self._spool(raw, envelope, deliveries, *key, sha)
-                for (raw, envelope, deliveries), key, sha in zip(items, keys, shas, strict=True)
-            ]
+            stored = iter(spool.insert(self.store.database, raw, rows))
+        answers = iter(rows)
+        results = [
+            [_spooled(next(answers), *next(stored)) for _ in deliveries]
+            for _, _, deliveries in items
+        ]
         metrics.MESSAGES.labels("accepted").inc(len(items))  # SMTP, LMTP, IMAP, portal, API
         for (_, envelope, _), (message_id, _), spooled in zip(items, keys, results, strict=True):
             self._log(message_id, envelope, spooled)
         return results
-
-    def _spool(
-        self,
-        raw: bytes,
-        envelope: Envelope,
-        deliveries: Sequence[Delivery],
-        message_id: str,
-        key: str,
-        sha: str,
-    ) -> list[Spooled]:
-        database = self.store.database
-        sql = _statements(database)
-        data = _db_value(models.RawMessage.data, raw)
-        stored = _insert_new(database, sql.insert_raw, (sha, len(raw), data))
-        if stored is None:  # these bytes were stored before
-            stored = _fetch(database, sql.find_raw, (sha,))[0]
-        return [self._inbound(sql, stored, envelope, d, message_id, key) for d in deliveries]
 
     @staticmethod
     def _log(message_id: str, envelope: Envelope, results: list[Spooled]) -> None:
@@ -291,142 +282,40 @@ class Intake:
                 envelope.protocol,
             )
 
-    def _inbound(
-        self,
-        sql: _Statements,
-        raw: int,
-        envelope: Envelope,
-        delivery: Delivery,
-        message_id: str,
-        key: str,
-    ) -> Spooled:
-        """Insert the inbound row, or find the one an earlier delivery made."""
-        queue_id = secrets.token_hex(6).upper()
-        database = self.store.database
-        inserted = _insert_new(
-            database,
-            sql.insert_inbound,
-            (
-                queue_id,
-                raw,
-                delivery.mailbox,
-                envelope.protocol,
-                _text(envelope.peer),
-                _text(envelope.helo)[:255],
-                _text(envelope.mail_from),
-                json.dumps(list(delivery.recipients)),
-                _text(message_id),
-                key,
-                models.Inbound.RECEIVED,
-                0,
-                _db_value(models.Inbound.received_at, utcnow()),
-            ),
-        )
-        if inserted is not None:
-            return Spooled(delivery.mailbox, inserted, queue_id, False)
-        existing_id, existing_queue_id = _fetch(database, sql.find_inbound, (delivery.mailbox, key))
-        return Spooled(delivery.mailbox, existing_id, existing_queue_id, True)
 
-
-@dataclass(frozen=True)
-class _Statements:
-    """The intake's four statements, as SQL written once per database.
-
-    peewee would build each query anew for every message, and on the intake
-    path, where a 250 waits, that was a fifth of the time. These are the same
-    statements peewee would write, with the driver's placeholders.
-    """
-
-    insert_raw: str
-    find_raw: str
-    insert_inbound: str
-    find_inbound: str
-
-
-_INBOUND_COLUMNS = (
-    "queue_id",
-    "raw_message",
-    "mailbox",
-    "protocol",
-    "peer",
-    "helo",
-    "mail_from",
-    "rcpt_to",
-    "message_id",
-    "dedup_key",
-    "status",
-    "attempts",
-    "received_at",
-)
-_STATEMENTS: weakref.WeakKeyDictionary[pw.Database, _Statements] = weakref.WeakKeyDictionary()
-
-
-def _statements(database: pw.Database) -> _Statements:
-    known = _STATEMENTS.get(database)
-    if known is None:
-        known = _STATEMENTS[database] = _Statements(
-            insert_raw=_insert_sql(database, models.RawMessage, ("sha256", "size", "data")),
-            find_raw=_select_sql(database, models.RawMessage, ("id",), ("sha256",)),
-            insert_inbound=_insert_sql(database, models.Inbound, _INBOUND_COLUMNS),
-            find_inbound=_select_sql(
-                database, models.Inbound, ("id", "queue_id"), ("mailbox", "dedup_key")
-            ),
-        )
-    return known
-
-
-def _column(model: type[models.BaseModel], field: str) -> str:
-    return f'"{model._meta.fields[field].column_name}"'
-
-
-def _table(model: type[models.BaseModel]) -> str:
-    return f'"{model._meta.table_name}"'
-
-
-def _insert_sql(database: pw.Database, model: type[models.BaseModel], fields: Sequence[str]) -> str:
-    """INSERT ... ON CONFLICT DO NOTHING, returning the new id on PostgreSQL."""
-    columns = ", ".join(_column(model, f) for f in fields)
-    values = ", ".join([database.param] * len(fields))
-    returning = ' RETURNING "id"' if isinstance(database, pw.PostgresqlDatabase) else ""
-    return (
-        f"INSERT INTO {_table(model)} ({columns}) VALUES ({values}) "  # noqa: S608 (our names)
-        f"ON CONFLICT DO NOTHING{returning}"
+def _row(
+    envelope: Envelope,
+    delivery: Delivery,
+    message_id: str,
+    key: str,
+    sha: str,
+    received_at: object,
+) -> spool.InboundRow:
+    """The inbound row for one message and mailbox, with a fresh queue id."""
+    return spool.InboundRow(
+        queue_id=secrets.token_hex(6).upper(),
+        mailbox=delivery.mailbox,
+        protocol=envelope.protocol,
+        peer=_text(envelope.peer),
+        helo=_text(envelope.helo)[:255],
+        mail_from=_text(envelope.mail_from),
+        rcpt_to=json.dumps(list(delivery.recipients)),
+        message_id=_text(message_id),
+        dedup_key=key,
+        received_at=received_at,
+        sha256=sha,
     )
 
 
-def _select_sql(
-    database: pw.Database, model: type[models.BaseModel], fields: Sequence[str], keys: Sequence[str]
-) -> str:
-    columns = ", ".join(_column(model, f) for f in fields)
-    where = " AND ".join(f"{_column(model, k)} = {database.param}" for k in keys)
-    return f"SELECT {columns} FROM {_table(model)} WHERE {where}"  # noqa: S608 (our names)
-
-
-def _insert_new(database: pw.Database, sql: str, params: Sequence[object]) -> int | None:
-    """Run an INSERT ... ON CONFLICT DO NOTHING: the new row's id, or None if it existed.
-
-    One statement instead of an insert and a select per row: on the intake
-    path every statement is paid for each message.
-    """
-    cursor = database.execute_sql(sql, params)  # type: ignore[no-untyped-call]
-    if isinstance(database, pw.PostgresqlDatabase):
-        row = cursor.fetchone()  # RETURNING id: no row when nothing was inserted
-        return None if row is None else int(row[0])
-    return int(cursor.lastrowid) if cursor.rowcount == 1 else None
+def _spooled(row: spool.InboundRow, inbound_id: int, queue_id: str) -> Spooled:
+    """What spooling ``row`` came to: a new row, or the first delivery's (a duplicate)."""
+    return Spooled(row.mailbox, inbound_id, queue_id, duplicate=queue_id != row.queue_id)
 
 
 def _db_value(field: pw.Field, value: object) -> object:
     """``value`` as peewee would hand it to the driver for ``field``."""
     converted: object = field.db_value(value)  # type: ignore[no-untyped-call]
     return converted
-
-
-def _fetch(database: pw.Database, sql: str, params: Sequence[object]) -> tuple[Any, ...]:
-    """The one row ``sql`` finds (the row an earlier insert made)."""
-    row = database.execute_sql(sql, params).fetchone()  # type: ignore[no-untyped-call]
-    if row is None:
-        raise StorageError("a row that conflicted on insert is gone")
-    return tuple(row)
 
 
 def _text(value: str) -> str:

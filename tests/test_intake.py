@@ -13,11 +13,11 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
-from gateway import models
+from gateway import models, spool
 from gateway.db import Store, open_database
 from gateway.errors import StorageError
 from gateway.intake import Delivery, Envelope, Intake, Spooled
-from tests.helpers import SUPPORT, mail
+from tests.helpers import SALES, SUPPORT, mail
 
 
 async def _spool_all(intake: Intake, mailboxes: list[str]) -> list[list[Spooled] | StorageError]:
@@ -92,5 +92,65 @@ def test_a_nul_in_sender_controlled_fields_is_stored_not_fatal(
         assert all(isinstance(r, list) for r in results), results
         with database.connection_context():
             assert models.Inbound.select().count() == 9
+    finally:
+        store.close()
+
+
+def test_one_message_delivered_by_many_sessions_at_once_is_stored_once(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Ten sessions deliver the same message together, so their rows share one batch
+    (one INSERT): one row is stored, and every session is answered with its id and
+    queue id, the nine others as duplicates."""
+    database = open_database(database_url, tmp_path)
+    store = Store(database)
+    raw = mail().as_bytes()
+
+    async def run() -> list[list[Spooled]]:
+        intake = Intake(store)
+        envelope = Envelope("customer@example.org", (SUPPORT,), "smtp")
+        delivery = [Delivery(SUPPORT, (SUPPORT,))]
+        return await asyncio.gather(*(intake.spool(raw, envelope, delivery) for _ in range(10)))
+
+    try:
+        results = [spooled for [spooled] in asyncio.run(run())]
+        assert sum(not r.duplicate for r in results) == 1
+        assert len({(r.inbound_id, r.queue_id) for r in results}) == 1
+        with database.connection_context():
+            [row] = models.Inbound.select()
+            assert (row.id, row.queue_id) == (results[0].inbound_id, results[0].queue_id)
+            assert models.RawMessage.select().count() == 1
+    finally:
+        store.close()
+
+
+def test_a_batch_larger_than_one_statement_is_stored_whole(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is written a few rows per INSERT (here three): every message to both
+    mailboxes is stored, with its own bytes, and each answer names its own row."""
+    monkeypatch.setattr(spool, "ROWS_PER_STATEMENT", 3)
+    database = open_database(database_url, tmp_path)
+    store = Store(database)
+    messages = [mail(subject=f"Batch {i}").as_bytes() for i in range(10)]
+
+    async def run() -> list[list[Spooled]]:
+        intake = Intake(store)
+        envelope = Envelope("customer@example.org", (SUPPORT, SALES), "smtp")
+        both = [Delivery(SUPPORT, (SUPPORT,)), Delivery(SALES, (SALES,))]
+        return await asyncio.gather(*(intake.spool(raw, envelope, both) for raw in messages))
+
+    try:
+        results = asyncio.run(run())
+        with database.connection_context():
+            assert models.Inbound.select().count() == 20
+            assert models.RawMessage.select().count() == 10
+            for raw, spooled in zip(messages, results, strict=True):
+                assert [s.mailbox for s in spooled] == [SUPPORT, SALES]
+                assert not any(s.duplicate for s in spooled)
+                for s in spooled:
+                    row = models.Inbound.get_by_id(s.inbound_id)
+                    assert (row.queue_id, row.mailbox) == (s.queue_id, s.mailbox)
+                    assert bytes(row.raw_message.data) == raw
     finally:
         store.close()
