@@ -63,6 +63,7 @@ _TRACE_FIELDS = frozenset(
 # the headers these add are trusted, and only on them.
 OWN_PROTOCOLS = frozenset({"portal", "api"})
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
+_FIELD = re.compile(rb"([!-9;-~]+):")  # a field's name, as the email parser reads one
 _MAX_ID_LENGTH = 900
 
 
@@ -111,13 +112,53 @@ def _header_end(raw: bytes) -> tuple[int, int]:
 
 def header_message_id(header: bytes) -> str:
     """The Message-ID without angle brackets, or "" (never raises)."""
+    value = _plain_message_id(header)
+    if value is None:
+        value = _parsed_message_id(header)
+    return value.strip().strip("<>").strip()[:_MAX_ID_LENGTH]
+
+
+def _parsed_message_id(header: bytes) -> str:
+    """The Message-ID field as the email package reads it (compat32), or ""."""
     try:
         value = BytesHeaderParser(policy=compat32).parsebytes(header + b"\n\n").get("Message-ID")
     except Exception:
         return ""
-    if not isinstance(value, str):
-        return ""
-    return value.strip().strip("<>").strip()[:_MAX_ID_LENGTH]
+    return value if isinstance(value, str) else ""
+
+
+def _plain_message_id(header: bytes) -> str | None:
+    """The Message-ID field of a plain header block, read as the email package reads it.
+
+    Intake takes the Message-ID of every message before its 250, and the
+    email package's parser took half the time intake spends outside the
+    database. A plain block, up to the field, is what almost all mail has:
+    every line a field (``name:``, the name printable ASCII) or a folded
+    continuation. For those, this gives what :func:`_parsed_message_id`
+    gives, in a tenth of the time; for anything else it answers None and
+    the parser decides, as before. tests/test_intake_key.py holds the two
+    to the same answers.
+    """
+    lines = header.splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        if line[:1] in (b" ", b"\t"):
+            if index == 0:
+                return None  # a continuation of nothing
+            continue
+        field = _FIELD.match(line)
+        if field is None:
+            return None  # "From ", a stray line, a space before the colon...
+        if field.group(1).lower() != b"message-id":
+            continue
+        value = line[field.end() :].lstrip(b" \t")
+        for folded in lines[index + 1 :]:
+            if folded[:1] not in (b" ", b"\t"):
+                break
+            value += folded
+        if not value.isascii():
+            return None  # compat32 returns a Header object for these
+        return value.decode("ascii").rstrip("\r\n")
+    return ""
 
 
 def content_lines(header: bytes) -> Iterable[bytes]:

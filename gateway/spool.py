@@ -23,9 +23,9 @@ runs it inside its transaction.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import peewee as pw
 
@@ -33,6 +33,9 @@ from gateway import models
 from gateway.errors import StorageError
 
 ROWS_PER_STATEMENT = 200  # x 13 columns: well below SQLite's and PostgreSQL's parameter limits
+BYTES_PER_STATEMENT = 1 << 20  # of raw mail: a big message is written alone, as it came
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ def _insert_raw(database: pw.Database, sql: _Statements, raw: dict[str, bytes]) 
     field = models.RawMessage.data
     items = list(raw.items())
     ids: dict[str, int] = {}
-    for chunk in _chunks(items):
+    for chunk in _chunks(items, lambda item: len(item[1])):
         values = [v for sha, data in chunk for v in (sha, len(data), field.db_value(data))]  # type: ignore[no-untyped-call]
         cursor = database.execute_sql(_many(sql.insert_raw, len(chunk)), values)  # type: ignore[no-untyped-call]
         ids.update((sha, raw_id) for raw_id, sha in cursor.fetchall())
@@ -126,9 +129,22 @@ def _insert_raw(database: pw.Database, sql: _Statements, raw: dict[str, bytes]) 
     return ids
 
 
-def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), ROWS_PER_STATEMENT):
-        yield items[start : start + ROWS_PER_STATEMENT]
+def _chunks(items: Sequence[_T], size: Callable[[_T], int] = lambda _: 0) -> Iterator[Sequence[_T]]:
+    """``items`` in runs of ROWS_PER_STATEMENT, and of BYTES_PER_STATEMENT by ``size``.
+
+    The driver builds a statement whole (psycopg2 as text, bytea in hex):
+    twenty 25 MiB messages in one INSERT would cost a gigabyte at once.
+    """
+    chunk: list[_T] = []
+    held = 0
+    for item in items:
+        if chunk and (len(chunk) == ROWS_PER_STATEMENT or held + size(item) > BYTES_PER_STATEMENT):
+            yield chunk
+            chunk, held = [], 0
+        chunk.append(item)
+        held += size(item)
+    if chunk:
+        yield chunk
 
 
 @dataclass(frozen=True)

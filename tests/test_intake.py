@@ -127,9 +127,11 @@ def test_one_message_delivered_by_many_sessions_at_once_is_stored_once(
 def test_a_batch_larger_than_one_statement_is_stored_whole(
     tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch is written a few rows per INSERT (here three): every message to both
-    mailboxes is stored, with its own bytes, and each answer names its own row."""
+    """A batch is written a few rows per INSERT (here three, or 1000 bytes of mail):
+    every message to both mailboxes is stored, with its own bytes, and each answer
+    names its own row."""
     monkeypatch.setattr(spool, "ROWS_PER_STATEMENT", 3)
+    monkeypatch.setattr(spool, "BYTES_PER_STATEMENT", 1000)  # two or three messages
     database = open_database(database_url, tmp_path)
     store = Store(database)
     messages = [mail(subject=f"Batch {i}").as_bytes() for i in range(10)]
