@@ -53,6 +53,10 @@ def configure(level: str, style: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its bookkeeping is noise
+    # aiosmtpd logs a dozen lines per SMTP session at INFO, every command with
+    # its addresses; the gateway logs one line per message it accepts. Its lines
+    # are for troubleshooting: they show at DEBUG.
+    logging.getLogger("mail.log").setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
 
 
 def style() -> str:

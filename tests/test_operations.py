@@ -96,3 +96,8 @@ def test_metrics_logs_and_status_tell_what_happened(tmp_path: Path, database_url
     assert processed["ticket"] == 10000 and processed["mailbox"] == SUPPORT
     assert processed["queue_id"] and processed["message_id"].endswith("mail.example.org")
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    # One line per accepted message, the gateway's own; not aiosmtpd's dozen per
+    # session (every command, with its addresses), which show at DEBUG only.
+    [accepted] = [r for r in records if r["logger"] == "gateway.intake"]
+    assert " accepted to support@example.com from customer@example.org" in accepted["message"]
+    assert [r for r in records if r["logger"] == "mail.log"] == []
