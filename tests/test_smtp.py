@@ -317,3 +317,21 @@ def test_a_long_burst_does_not_hold_processing_back_for_ever(
         gateway.send(mail())  # waits until it is processed
         assert len(gateway.tickets()) == 1
         assert busy.noop()[0] == 250  # still in its transaction
+
+
+def test_a_moment_without_mail_does_not_end_a_burst(gateway: GatewayThread) -> None:
+    """Sessions sending back to back leave short gaps with none mid-transaction; a
+    gap under SETTLE (here 30 ms of 50) must not start processing, one over it does."""
+    processor = gateway.gateway.processor
+    assert isinstance(processor, process.Processor)
+    started = time.monotonic()
+    processor.busy = lambda: (
+        not (0.10 <= time.monotonic() - started < 0.13) and (time.monotonic() - started < 0.3)
+    )
+
+    async def defer() -> float:
+        await processor._defer(time.monotonic())
+        return time.monotonic() - started
+
+    ended = gateway.call(defer())
+    assert 0.3 < ended < 1.3  # after the burst (the gap at 0.1 s did not end it), not much after
