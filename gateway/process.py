@@ -137,9 +137,11 @@ def _finish(row: models.Inbound, status: str, reason: str | None) -> None:
 
 
 def quarantine(inbound_id: int, reason: str, database: pw.Database) -> Result:
-    """Set the row aside with its reason; it stays re-runnable."""
+    """Set the row aside with its reason, if it still waits; it stays re-runnable."""
     with transaction(database):
         row = models.Inbound.get_by_id(inbound_id)
+        if row.status != models.Inbound.RECEIVED:
+            return Result("skipped")  # processed after all (or set aside already)
         _finish(row, models.Inbound.QUARANTINED, reason)
         record(None, "quarantined", inbound=row, reason=reason)
     log.warning("%s <%s> quarantined: %s", row.queue_id, row.message_id or "-", reason)
@@ -212,11 +214,13 @@ class Processor:
         config: Config,
         notifier: Notifier,
         on_processed: Callable[[int, Result], None] | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.notifier = notifier
         self.on_processed = on_processed  # e.g. count it, wake the outbox worker
+        self.on_start = on_start  # a row is about to be processed
         self.busy: Callable[[], bool] = lambda: False  # is mail being received right now?
         self._queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()  # (id, when queued)
         self._idle = asyncio.Event()
@@ -257,6 +261,8 @@ class Processor:
             self._working = True
             try:
                 await self._defer(queued)
+                if self.on_start is not None:
+                    self.on_start(inbound_id)
                 started = time.monotonic()
                 result = await self.store.run(
                     process_inbound, inbound_id, self.config, self.store.database, self.notifier

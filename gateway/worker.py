@@ -17,14 +17,16 @@ another core. With ``processing = "worker"`` (the default) the daemon starts
   on SQLite one write lock), and an SMTP session waiting for its 250 should
   not queue behind a ticket's rendering;
 * the worker writes one JSON object per line on its stdout: ``{"ready":
-  true}`` once its database is open, then one per processed row, with the
-  row's id and how it ended. The daemon counts it for /metrics, wakes the
-  outbox, and forgets the id.
+  true}`` once its database is open; ``{"started": id}`` as it starts on a
+  row; then one per processed row, with the row's id and how it ended. The
+  daemon counts it for /metrics, wakes the outbox, and forgets the id.
 
 The rows are the queue, not the pipe: the daemon keeps every id it handed
 over until the worker answers for it, and hands them all to the next worker
 if this one dies. Processing a row twice is harmless (the second time finds
-it processed and skips it). When the daemon stops it closes the worker's
+it processed and skips it). A row that POISON_AFTER workers died on in a
+row is quarantined with that reason, so one message that kills the
+interpreter cannot hold up the rest for ever. When the daemon stops it closes the worker's
 stdin: the worker finishes the row in hand and exits, and the rows it had
 not started wait in the database for the next start. A worker whose daemon
 died sees the same end of input and does the same. A worker that is not
@@ -52,7 +54,7 @@ from gateway import __version__, agents, logs
 from gateway.config import Config
 from gateway.db import Store, open_database
 from gateway.notify import Notifier
-from gateway.process import Processor, Result, resume
+from gateway.process import Processor, Result, quarantine, resume
 from gateway.render import Renderer
 
 log = logging.getLogger("gateway.worker")
@@ -64,6 +66,7 @@ BUSY_EVERY = 0.02  # seconds between looks at whether mail is arriving
 LINE_LIMIT = 1 << 20  # bytes in one line either way (a config, an answer)
 REASON_LIMIT = 2000  # characters of a quarantine reason sent back to the daemon
 BAD_VERSION = 3  # the worker's exit status when it is not the daemon's version
+POISON_AFTER = 3  # worker deaths on one row before that row is quarantined
 
 
 class WorkerProcessor:
@@ -87,6 +90,8 @@ class WorkerProcessor:
         self._waiting: dict[int, None] = {}  # handed over, not yet answered for (in order)
         self._unsent: list[int] = []  # submitted in this turn of the event loop
         self._told_busy = False  # what the worker was last told
+        self._in_hand: int | None = None  # the row the worker said it started on
+        self._deaths: dict[int, int] = {}  # row id: workers that died with it in hand
         self._idle = asyncio.Event()
         self._idle.set()
         self._process: asyncio.subprocess.Process | None = None
@@ -130,12 +135,13 @@ class WorkerProcessor:
             code = await self._run_worker()
             if self._stopping:
                 return
+            await self._blame(code)
             failures = 0 if loop.time() - started > STEADY else failures + 1
             delay = RESTART_AFTER[min(failures, len(RESTART_AFTER)) - 1] if failures else 0.0
             log.error(
                 "processing worker %s; starting another in %.0fs "
                 "(%d message(s) wait for it, safe in the database)",
-                "could not start" if code is None else f"exited with status {code}",
+                _ended(code),
                 delay,
                 len(self._waiting),
             )
@@ -245,17 +251,50 @@ class WorkerProcessor:
             return  # handed over when the next worker starts
         process.stdin.write(line.encode("ascii"))
 
+    async def _blame(self, code: int | None) -> None:
+        """Count a dead worker against the row it had in hand; quarantine it at POISON_AFTER.
+
+        A message that crashes the interpreter itself (a parser's C code,
+        the kernel's OOM killer) would otherwise kill every next worker and
+        hold up every message behind it. An exception does not get here:
+        the worker quarantines those itself.
+        """
+        inbound_id, self._in_hand = self._in_hand, None
+        if inbound_id is None or inbound_id not in self._waiting:
+            return
+        deaths = self._deaths[inbound_id] = self._deaths.get(inbound_id, 0) + 1
+        if deaths < POISON_AFTER:
+            return
+        reason = f"the processing worker died on it {deaths} times (last: {_ended(code)})"
+        try:
+            result = await self.store.run(quarantine, inbound_id, reason, self.store.database)
+        except Exception as exc:  # the database: the next worker tries the row again
+            log.error("inbound %d: could not quarantine it: %r", inbound_id, exc)
+            return
+        del self._deaths[inbound_id]
+        self._forget(inbound_id, result)
+
     def _answered(self, line: bytes) -> None:
         try:
             data = json.loads(line)
             if data == {"ready": True}:
                 self.down_since = None
                 return
+            if "started" in data:
+                self._in_hand = int(data["started"])
+                return
             inbound_id = int(data.pop("id"))
             result = Result(**data)
         except (ValueError, TypeError, KeyError, AttributeError):
             log.warning("processing worker said something unexpected: %r", line[:200])
             return
+        if inbound_id == self._in_hand:
+            self._in_hand = None
+        self._deaths.pop(inbound_id, None)
+        self._forget(inbound_id, result)
+
+    def _forget(self, inbound_id: int, result: Result) -> None:
+        """The row is done with: count it, and stop waiting for it."""
         self._waiting.pop(inbound_id, None)
         if not self._waiting:
             self._idle.set()
@@ -277,7 +316,13 @@ async def work(stdin: asyncio.StreamReader, config: Config) -> None:
     )
     store = Store(database)
     notifier = Notifier(config, Renderer(cfg.templates_dir), agents.gateway_secret(config))
-    processor = Processor(store, config, notifier, on_processed=_answer)
+    processor = Processor(
+        store,
+        config,
+        notifier,
+        on_processed=_answer,
+        on_start=lambda inbound_id: _say({"started": inbound_id}),
+    )
     receiving = False
     processor.busy = lambda: receiving
     running = asyncio.create_task(processor.run(), name="processor")
@@ -303,6 +348,15 @@ async def work(stdin: asyncio.StreamReader, config: Config) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await running
         store.close()
+
+
+def _ended(code: int | None) -> str:
+    """How a worker process ended, for the log."""
+    if code is None:
+        return "could not start"
+    if code < 0:
+        return f"was killed by signal {-code}"
+    return f"exited with status {code}"
 
 
 def _answer(inbound_id: int, result: Result) -> None:

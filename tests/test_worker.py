@@ -81,7 +81,7 @@ def test_a_killed_worker_is_replaced_and_its_messages_processed(
         assert worker_pid(gateway) != first
         subjects = sorted(t["subject"] for t in gateway.tickets())
         assert subjects == ["before the crash", "while down 0", "while down 1", "while down 2"]
-    assert "processing worker exited with status -9" in caplog.text
+    assert "processing worker was killed by signal 9" in caplog.text
 
 
 def test_a_reload_reaches_the_worker(tmp_path: Path, database_url: str) -> None:
@@ -227,3 +227,47 @@ def test_the_worker_waits_while_mail_is_arriving(tmp_path: Path) -> None:
             busy.rset()
             gateway.idle()
         assert sorted(t["subject"] for t in gateway.tickets()) == ["before", "during"]
+
+
+# Loaded by the worker's interpreter (PYTHONPATH): a message whose subject says
+# so kills it outright, as a crash in C code or the OOM killer would.
+CRASH_ON_POISON = """
+import os
+
+from gateway import models, process
+
+_real = process.process_inbound
+
+
+def process_inbound(inbound_id, config, database, notifier):
+    if b"Subject: poison" in bytes(models.Inbound.get_by_id(inbound_id).raw_message.data):
+        os._exit(70)
+    return _real(inbound_id, config, database, notifier)
+
+
+process.process_inbound = process_inbound
+"""
+
+
+def test_a_message_that_kills_the_worker_is_set_aside(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CRASH_ON_POISON)
+    monkeypatch.setenv("PYTHONPATH", str(hook))
+    monkeypatch.setattr(worker_module, "RESTART_AFTER", (0.1,))
+    with GatewayThread(write_config(tmp_path, database_url, processing="worker")) as gateway:
+        with gateway.smtp() as client:  # one session: the poison first, a message behind it
+            client.sendmail("customer@example.org", [SUPPORT], wire(mail(subject="poison")))
+            client.sendmail("customer@example.org", [SUPPORT], wire(mail(subject="after it")))
+        gateway.idle()
+        assert [t["subject"] for t in gateway.tickets()] == ["after it"]
+        with gateway.db():
+            poison = models.Inbound.get(models.Inbound.status == "quarantined")
+            assert poison.reason == (
+                f"the processing worker died on it {worker_module.POISON_AFTER} times "
+                "(last: exited with status 70)"
+            )
+            assert models.Inbound.select().count() == 2
+        assert not worker_of(gateway)._deaths
