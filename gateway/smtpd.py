@@ -16,7 +16,7 @@ of the event loop's time, the same in a server that does nothing:
   ``<someone@example.com>``. :meth:`LeanSMTP._getaddr` reads the plain form
   (a dot-atom, an @ and a host name, in angle brackets) with one regular
   expression, and gives everything else (quoted local parts, comments,
-  source routes, non-ASCII, ``<>``) to aiosmtpd as before. For the plain
+  encoded words, source routes, non-ASCII, ``<>``) to aiosmtpd as before. For the plain
   form both give the same answer; tests/test_smtpd.py checks that.
 
 aiosmtpd is pinned below 1.5 (pyproject.toml): both rest on how 1.4 finds
@@ -33,9 +33,11 @@ from aiosmtpd.smtp import SMTP
 _HOOK_PREFIXES = ("auth_", "handle_", "smtp_")
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-# <dot-atom@host-name>, then the end or blanks and the parameters (not a comment).
+# <dot-atom@host-name>, then the end, or blanks and the parameters. Not an RFC 2047
+# encoded word ("=?", which the parser decodes), nor a comment after the blanks
+# (which it drops); after a blank it skips every kind of white space, as \s does.
 _PLAIN_ADDRESS = re.compile(
-    rf"<({_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*)>(?:[ \t]+(?=[^ \t(])|\Z)"
+    rf"<(?!=\?)({_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})*)>(?:[ \t]\s*(?=[^\s(])|\Z)"
 )
 
 _T = TypeVar("_T")

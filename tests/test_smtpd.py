@@ -67,7 +67,7 @@ def test_a_handler_lists_its_hooks_once_per_class() -> None:
 
 
 _ATEXT = "abcXYZ09!#$%&'*+/=?^_`{|}~-"
-_ADDRESS_TEXT = st.text(alphabet=_ATEXT + '.@<>[]"() \t\\:,;éđ', max_size=40)
+_ADDRESS_TEXT = st.text(alphabet=_ATEXT + '.@<>[]"() \t\\:,;éđ\x0b\u3000', max_size=40)
 
 
 @given(_ADDRESS_TEXT)
@@ -77,6 +77,14 @@ _ADDRESS_TEXT = st.text(alphabet=_ATEXT + '.@<>[]"() \t\\:,;éđ', max_size=40)
 @example("<a@b.com>(comment) SIZE=1")
 @example("<a@b.com> (comment)")
 @example("<a@b.com>\tSIZE=1")
+@example("<=?utf-8?q?abc?=@example.com>")
+@example("<=?utf-8?q?a=20b?=@example.com> SIZE=1")
+@example("<a=?x?=@example.com>")
+@example("<a@b> \x0b(c) SIZE=1")
+@example("<a@b> \u3000(c)")
+@example("<a@b> \u3000SIZE=1")
+@example("<a@b>\x0bSIZE=1")
+@example("<a@b> \r\nSIZE=1")
 @example("<a@b-.com>")
 @example("<a@-b.com>")
 @example("<a..b@c.com>")
