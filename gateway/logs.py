@@ -55,8 +55,9 @@ def configure(level: str, style: str) -> None:
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # its bookkeeping is noise
     # aiosmtpd logs a dozen lines per SMTP session at INFO, every command with
     # its addresses; the gateway logs one line per message it accepts. Its lines
-    # are for troubleshooting: they show at DEBUG.
-    logging.getLogger("mail.log").setLevel(logging.NOTSET if level == "DEBUG" else logging.WARNING)
+    # are for troubleshooting: they show at DEBUG. (At WARNING and ERROR it
+    # follows the root's level; a level of its own would be checked instead.)
+    logging.getLogger("mail.log").setLevel(logging.WARNING if level == "INFO" else logging.NOTSET)
 
 
 def style() -> str:

@@ -8,6 +8,7 @@ back the way Prometheus, a log shipper and an operator read them.
 from __future__ import annotations
 
 import json
+import logging
 import smtplib
 import subprocess
 import sys
@@ -15,8 +16,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import logs
 from tests.helpers import SUPPORT, free_port, mail, wire, write_config
 from tests.test_crash import Daemon
 
@@ -101,3 +104,21 @@ def test_metrics_logs_and_status_tell_what_happened(tmp_path: Path, database_url
     [accepted] = [r for r in records if r["logger"] == "gateway.intake"]
     assert " accepted to support@example.com from customer@example.org" in accepted["message"]
     assert [r for r in records if r["logger"] == "mail.log"] == []
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"),
+    [("DEBUG", "DEBUG"), ("INFO", "WARNING"), ("WARNING", "WARNING"), ("ERROR", "ERROR")],
+)
+def test_aiosmtpd_lines_show_from_warning_and_never_below_the_level(level: str, shown: str) -> None:
+    root = logging.getLogger()
+    handlers, root_level = root.handlers[:], root.level
+    try:
+        logs.configure(level, "text")
+        mail_log = logging.getLogger("mail.log")
+        lowest = min(n for n in (10, 20, 30, 40) if mail_log.isEnabledFor(n))
+        assert logging.getLevelName(lowest) == shown
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(root_level)
+        logging.getLogger("mail.log").setLevel(logging.NOTSET)
