@@ -169,11 +169,19 @@ def _statements(database: pw.Database) -> _Statements:
     if known is None:
         known = _STATEMENTS[database] = _Statements(
             insert_raw=_insert_sql(
-                database, models.RawMessage, ("sha256", "size", "data"), ("id", "sha256")
+                database,
+                models.RawMessage,
+                ("sha256", "size", "data"),
+                conflict=("sha256",),
+                returning=("id", "sha256"),
             ),
             find_raw=_select_sql(database, models.RawMessage, ("id",), ("sha256",)),
             insert_inbound=_insert_sql(
-                database, models.Inbound, INBOUND_COLUMNS, ("id", "queue_id")
+                database,
+                models.Inbound,
+                INBOUND_COLUMNS,
+                conflict=("mailbox", "dedup_key"),
+                returning=("id", "queue_id"),
             ),
             find_inbound=_select_sql(
                 database, models.Inbound, ("id", "queue_id"), ("mailbox", "dedup_key")
@@ -200,16 +208,24 @@ def _insert_sql(
     database: pw.Database,
     model: type[models.BaseModel],
     fields: Sequence[str],
+    *,
+    conflict: Sequence[str],
     returning: Sequence[str],
 ) -> tuple[str, str, str]:
-    """INSERT ... VALUES (row), ... ON CONFLICT DO NOTHING RETURNING ..., in three parts."""
+    """INSERT ... VALUES (row), ... ON CONFLICT (key) DO NOTHING RETURNING ..., in three parts.
+
+    Only a clash on ``conflict`` (the duplicate key) is skipped: any other
+    (two queue ids alike, say) fails the statement, and intake retries each
+    message alone rather than answer 250 for a row it did not write.
+    """
     columns = ", ".join(_column(model, f) for f in fields)
     one_row = "(" + ", ".join([database.param] * len(fields)) + ")"
+    key = ", ".join(_column(model, f) for f in conflict)
     back = ", ".join(_column(model, f) for f in returning)
     return (
         f"INSERT INTO {_table(model)} ({columns}) VALUES ",  # noqa: S608 (our names)
         one_row,
-        f" ON CONFLICT DO NOTHING RETURNING {back}",
+        f" ON CONFLICT ({key}) DO NOTHING RETURNING {back}",
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
+from gateway import intake as intake_module
 from gateway import models, spool
 from gateway.db import Store, open_database
 from gateway.errors import StorageError
@@ -156,3 +157,23 @@ def test_a_batch_larger_than_one_statement_is_stored_whole(
                     assert bytes(row.raw_message.data) == raw
     finally:
         store.close()
+
+
+def test_a_clashing_queue_id_is_refused_never_taken_for_a_duplicate(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queue ids are random; should two ever be alike, the second message must get a
+    451 (its sender retries), not a 250 naming the first message's row."""
+    monkeypatch.setattr(intake_module.secrets, "token_hex", lambda _: "c1a5h")
+    database = open_database(database_url, tmp_path)
+    store = Store(database)
+    try:
+        results = asyncio.run(_spool_all(Intake(store), [SUPPORT, SUPPORT]))
+        stored = [r for r in results if isinstance(r, list)]
+        assert len(stored) == 1 and stored[0][0].queue_id == "C1A5H"
+        assert isinstance(results[1 - results.index(stored[0])], StorageError)
+        with database.connection_context():
+            assert models.Inbound.select().count() == 1
+    finally:
+        store.close()
+
