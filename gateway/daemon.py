@@ -112,9 +112,7 @@ class Gateway:
         ]
         await self.processor.recover()
         intake = Intake(self.store)
-        self.processor.busy = lambda: (
-            intake.busy() or any(h.receiving() for h in self.handlers.values())
-        )
+        self.processor.busy = intake.busy
         for protocol, where in (("smtp", cfg.smtp_listen), ("lmtp", cfg.lmtp_listen)):
             if where is not None:
                 await self._listen(intake, protocol, where)

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.parser import BytesHeaderParser
@@ -219,15 +220,27 @@ class Intake:
     """
 
     BATCH = 64  # messages per commit at most
+    QUIET_AFTER = 0.05  # seconds without a message before mail counts as no longer arriving
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._waiting: list[_Request] = []
         self._committer: asyncio.Task[None] | None = None
+        self._last_message = -self.QUIET_AFTER  # monotonic time, of arrival or of commit
 
     def busy(self) -> bool:
-        """Whether messages are waiting to be committed."""
-        return bool(self._waiting) or (self._committer is not None and not self._committer.done())
+        """Whether mail is arriving: a message waits for its commit, or one came lately.
+
+        "Lately" is QUIET_AFTER: twenty sessions sending back to back leave
+        moments with nothing to commit, and processing (which waits while
+        this is true) must not take those for the end of the burst. A
+        session that only holds a transaction open counts for nothing.
+        """
+        return (
+            bool(self._waiting)
+            or (self._committer is not None and not self._committer.done())
+            or time.monotonic() - self._last_message < self.QUIET_AFTER
+        )
 
     async def spool(
         self, raw: bytes, envelope: Envelope, deliveries: Sequence[Delivery]
@@ -237,6 +250,7 @@ class Intake:
         Raises StorageError when anything failed; then nothing was stored.
         """
         answer: asyncio.Future[list[Spooled]] = asyncio.get_running_loop().create_future()
+        self._last_message = time.monotonic()
         self._waiting.append(_Request(raw, envelope, deliveries, answer))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting(), name="intake commit")
@@ -261,6 +275,7 @@ class Intake:
                     continue
                 for request, result in zip(batch, results, strict=True):
                     request.answer.set_result(result)
+                self._last_message = time.monotonic()
         finally:
             for request in [*batch, *self._waiting]:
                 if not request.answer.done():

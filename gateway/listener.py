@@ -103,10 +103,6 @@ class Handler:
         self.sessions: set[_Tracked] = set()
         self.tls_context: ssl.SSLContext | None = None  # STARTTLS, when configured
 
-    def receiving(self) -> bool:
-        """Whether a session is between MAIL and its final reply."""
-        return any(session.in_transaction for session in self.sessions)
-
     async def drain(self, grace: float) -> None:
         """Close idle sessions at once; give those with mail in flight ``grace`` seconds."""
         loop = asyncio.get_running_loop()

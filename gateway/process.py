@@ -36,7 +36,6 @@ RETRY_DELAY = 5.0  # seconds before retrying rows after a database error
 YIELD_AT_MOST = 0.05  # seconds a processed message may cede to intake during a burst
 DEFER_AT_MOST = 5.0  # seconds a message may wait for a burst to end before it is processed
 QUIET_EVERY = 0.02  # seconds between looks at whether the burst has ended
-SETTLE = 0.05  # seconds without mail arriving before a burst counts as ended
 
 
 @dataclass(frozen=True)
@@ -139,8 +138,8 @@ def _finish(row: models.Inbound, status: str, reason: str | None) -> None:
 def quarantine(inbound_id: int, reason: str, database: pw.Database) -> Result:
     """Set the row aside with its reason, if it still waits; it stays re-runnable."""
     with transaction(database):
-        row = models.Inbound.get_by_id(inbound_id)
-        if row.status != models.Inbound.RECEIVED:
+        row = _claim(inbound_id)
+        if row is None:
             return Result("skipped")  # processed after all (or set aside already)
         _finish(row, models.Inbound.QUARANTINED, reason)
         record(None, "quarantined", inbound=row, reason=reason)
@@ -214,19 +213,18 @@ class Processor:
         config: Config,
         notifier: Notifier,
         on_processed: Callable[[int, Result], None] | None = None,
-        on_start: Callable[[int], None] | None = None,
+        in_hand: Callable[[int | None], None] | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.notifier = notifier
         self.on_processed = on_processed  # e.g. count it, wake the outbox worker
-        self.on_start = on_start  # a row is about to be processed
+        self.in_hand = in_hand  # told the row about to be processed, then None
         self.busy: Callable[[], bool] = lambda: False  # is mail being received right now?
         self._queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()  # (id, when queued)
         self._idle = asyncio.Event()
         self._idle.set()
         self._working = False  # a row is being processed
-        self._last_busy = 0.0  # when mail was last seen arriving (monotonic)
 
     def submit(self, inbound_id: int) -> None:
         """Queue a freshly spooled row."""
@@ -261,8 +259,7 @@ class Processor:
             self._working = True
             try:
                 await self._defer(queued)
-                if self.on_start is not None:
-                    self.on_start(inbound_id)
+                self._tell_in_hand(inbound_id)
                 started = time.monotonic()
                 result = await self.store.run(
                     process_inbound, inbound_id, self.config, self.store.database, self.notifier
@@ -280,23 +277,19 @@ class Processor:
                 )
                 asyncio.get_running_loop().call_later(RETRY_DELAY, self.submit, inbound_id)
             finally:
+                self._tell_in_hand(None)
                 self._working = False
                 self._queue.task_done()
                 if self._queue.empty():
                     self._idle.set()
 
-    async def _defer(self, queued: float) -> None:
-        """Wait while mail is being received, until DEFER_AT_MOST after ``queued``.
+    def _tell_in_hand(self, inbound_id: int | None) -> None:
+        if self.in_hand is not None:
+            self.in_hand(inbound_id)
 
-        A burst has ended once no mail has arrived for SETTLE: twenty
-        sessions sending back to back leave moments with none mid-way, and a
-        ticket processed in one of them holds up every session for its time.
-        """
-        while (now := time.monotonic()) - queued < DEFER_AT_MOST:
-            if self.busy():
-                self._last_busy = now
-            elif now - self._last_busy >= SETTLE:
-                return
+    async def _defer(self, queued: float) -> None:
+        """Wait while mail is arriving, until DEFER_AT_MOST after ``queued``."""
+        while self.busy() and time.monotonic() - queued < DEFER_AT_MOST:
             await asyncio.sleep(QUIET_EVERY)
 
     async def idle(self) -> None:

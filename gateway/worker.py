@@ -17,9 +17,10 @@ another core. With ``processing = "worker"`` (the default) the daemon starts
   on SQLite one write lock), and an SMTP session waiting for its 250 should
   not queue behind a ticket's rendering;
 * the worker writes one JSON object per line on its stdout: ``{"ready":
-  true}`` once its database is open; ``{"started": id}`` as it starts on a
-  row; then one per processed row, with the row's id and how it ended. The
-  daemon counts it for /metrics, wakes the outbox, and forgets the id.
+  true}`` once its database is open; ``{"in_hand": id}`` as it starts on a
+  row and ``{"in_hand": null}`` when it is done with it; and one line per
+  processed row, with the row's id and how it ended. The daemon counts it
+  for /metrics, wakes the outbox, and forgets the id.
 
 The rows are the queue, not the pipe: the daemon keeps every id it handed
 over until the worker answers for it, and hands them all to the next worker
@@ -90,7 +91,7 @@ class WorkerProcessor:
         self._waiting: dict[int, None] = {}  # handed over, not yet answered for (in order)
         self._unsent: list[int] = []  # submitted in this turn of the event loop
         self._told_busy = False  # what the worker was last told
-        self._in_hand: int | None = None  # the row the worker said it started on
+        self._in_hand: int | None = None  # the row the worker says it is processing
         self._deaths: dict[int, int] = {}  # row id: workers that died with it in hand
         self._idle = asyncio.Event()
         self._idle.set()
@@ -280,16 +281,15 @@ class WorkerProcessor:
             if data == {"ready": True}:
                 self.down_since = None
                 return
-            if "started" in data:
-                self._in_hand = int(data["started"])
+            if "in_hand" in data:
+                in_hand = data["in_hand"]
+                self._in_hand = None if in_hand is None else int(in_hand)
                 return
             inbound_id = int(data.pop("id"))
             result = Result(**data)
         except (ValueError, TypeError, KeyError, AttributeError):
             log.warning("processing worker said something unexpected: %r", line[:200])
             return
-        if inbound_id == self._in_hand:
-            self._in_hand = None
         self._deaths.pop(inbound_id, None)
         self._forget(inbound_id, result)
 
@@ -321,7 +321,7 @@ async def work(stdin: asyncio.StreamReader, config: Config) -> None:
         config,
         notifier,
         on_processed=_answer,
-        on_start=lambda inbound_id: _say({"started": inbound_id}),
+        in_hand=lambda inbound_id: _say({"in_hand": inbound_id}),
     )
     receiving = False
     processor.busy = lambda: receiving

@@ -8,6 +8,7 @@ cannot be stored is refused.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import peewee as pw
@@ -177,3 +178,21 @@ def test_a_clashing_queue_id_is_refused_never_taken_for_a_duplicate(
     finally:
         store.close()
 
+
+def test_mail_counts_as_arriving_for_a_moment_after_the_last_message(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sessions sending back to back leave moments with nothing to commit; processing
+    must not take one for the end of the burst (QUIET_AFTER, here 0.5 s)."""
+    monkeypatch.setattr(Intake, "QUIET_AFTER", 0.5)
+    database = open_database(database_url, tmp_path)
+    store = Store(database)
+    try:
+        intake = Intake(store)
+        assert not intake.busy()
+        asyncio.run(_spool_all(intake, [SUPPORT]))
+        assert intake.busy()  # committed, nothing waits, but mail just came
+        time.sleep(0.6)
+        assert not intake.busy()
+    finally:
+        store.close()

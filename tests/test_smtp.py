@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway import models, process
+from gateway.intake import Intake
 from tests.helpers import SALES, SUPPORT, GatewayThread, mail, wire
 
 
@@ -290,19 +291,18 @@ def test_stopping_says_421_to_idle_sessions(config_path: Path) -> None:
     assert reply.startswith(b"4.3.2")
 
 
-def test_processing_waits_while_mail_is_arriving(gateway: GatewayThread) -> None:
-    """During a burst a sender waiting for its 250 goes first: a stored message
-    gets its ticket once no session is between MAIL and its reply."""
-    with gateway.smtp() as busy:
-        busy.ehlo()
-        assert busy.mail("customer@example.org")[0] == 250  # a transaction in flight
-        with gateway.smtp() as client:
-            client.sendmail("customer@example.org", [SUPPORT], wire(mail()))
-        time.sleep(0.5)
-        assert gateway.count(models.Inbound) == 1
-        assert gateway.tickets() == []  # stored, not processed yet
-        busy.rset()  # the burst is over
-        gateway.idle()
+def test_processing_waits_while_mail_is_arriving(
+    gateway: GatewayThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During a burst the senders waiting for their 250 go first: a stored message
+    gets its ticket once no mail has come for QUIET_AFTER (here 3 s)."""
+    monkeypatch.setattr(Intake, "QUIET_AFTER", 3.0)
+    with gateway.smtp() as client:
+        client.sendmail("customer@example.org", [SUPPORT], wire(mail()))
+    time.sleep(1)
+    assert gateway.count(models.Inbound) == 1
+    assert gateway.tickets() == []  # stored, not processed yet
+    gateway.idle()
     assert len(gateway.tickets()) == 1
 
 
@@ -310,28 +310,23 @@ def test_a_long_burst_does_not_hold_processing_back_for_ever(
     gateway: GatewayThread, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A message waits DEFER_AT_MOST at most (here 0.3 s) for the burst to end."""
+    monkeypatch.setattr(Intake, "QUIET_AFTER", 3600.0)  # mail never stops arriving
     monkeypatch.setattr(process, "DEFER_AT_MOST", 0.3)
-    with gateway.smtp() as busy:
-        busy.ehlo()
-        assert busy.mail("customer@example.org")[0] == 250
-        gateway.send(mail())  # waits until it is processed
+    gateway.send(mail())  # waits until it is processed
+    assert len(gateway.tickets()) == 1
+
+
+def test_a_session_that_only_holds_a_transaction_holds_nothing_back(
+    gateway: GatewayThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stranger can say MAIL FROM and then nothing for minutes: that is not mail
+    arriving, and processing must not wait for it (here it would wait 60 s)."""
+    monkeypatch.setattr(process, "DEFER_AT_MOST", 60.0)
+    with gateway.smtp() as stranger:
+        stranger.ehlo()
+        assert stranger.mail("stranger@example.net")[0] == 250
+        time.sleep(Intake.QUIET_AFTER * 4)
+        assert not gateway.gateway.processor.busy()
+        gateway.send(mail())
         assert len(gateway.tickets()) == 1
-        assert busy.noop()[0] == 250  # still in its transaction
-
-
-def test_a_moment_without_mail_does_not_end_a_burst(gateway: GatewayThread) -> None:
-    """Sessions sending back to back leave short gaps with none mid-transaction; a
-    gap under SETTLE (here 30 ms of 50) must not start processing, one over it does."""
-    processor = gateway.gateway.processor
-    assert isinstance(processor, process.Processor)
-    started = time.monotonic()
-    processor.busy = lambda: (
-        not (0.10 <= time.monotonic() - started < 0.13) and (time.monotonic() - started < 0.3)
-    )
-
-    async def defer() -> float:
-        await processor._defer(time.monotonic())
-        return time.monotonic() - started
-
-    ended = gateway.call(defer())
-    assert 0.3 < ended < 1.3  # after the burst (the gap at 0.1 s did not end it), not much after
+        assert stranger.noop()[0] == 250  # still in its transaction
