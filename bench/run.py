@@ -88,23 +88,22 @@ def sink(kind: str = "bare") -> Iterator[tuple[int, int]]:
     folder = Path(tempfile.mkdtemp(prefix="sink-bench-"))
     log = folder / "sink.log"
     command = [PYTHON, str(ROOT / "bench" / "sink.py"), str(port)]
-    database = contextlib.ExitStack()
     if kind != "bare":
         command.append("--lean")
-    if kind == "durable":
-        command += ["--durable", str(folder / "sink.db")]
-    elif kind == "durable-pg":
-        command += ["--durable", database.enter_context(postgres_database())]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out)
-    try:
-        wait_for_port(port, process, log)
-        yield port, process.pid
-    finally:
-        process.terminate()
-        process.wait(30)
-        database.close()
-        shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, folder, ignore_errors=True)
+        if kind == "durable":
+            command += ["--durable", str(folder / "sink.db")]
+        elif kind == "durable-pg":
+            command += ["--durable", cleanup.enter_context(postgres_database())]
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, stdout=out)
+        try:
+            wait_for_port(port, process, log)
+            yield port, process.pid
+        finally:
+            process.terminate()
+            process.wait(30)
 
 
 def gateway_config(folder: Path, database: str, port: int, processing: str = "worker") -> Path:

@@ -49,7 +49,7 @@ class DurableSink:
     BATCH = 64
 
     def __init__(self, database: str) -> None:
-        postgres = database.startswith("postgresql:")
+        postgres = database.startswith(("postgresql:", "postgres:"))
         self.store = _postgres(database) if postgres else _sqlite(database)
         self.waiting: list[tuple[bytes, asyncio.Future[None]]] = []
         self.committer: asyncio.Task[None] | None = None
