@@ -76,9 +76,6 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
 # --- the servers ---------------------------------------------------------------------
 
 
-SINKS = ("bare", "lean", "durable", "durable-pg")
-
-
 @contextmanager
 def sink(kind: str = "bare") -> Iterator[tuple[int, int]]:
     """A baseline (bench/sink.py): ``bare``; ``lean``, with the gateway's server class;
@@ -500,13 +497,12 @@ def main() -> None:
     per_session = max(5, m // s // 4)
     with contextlib.ExitStack() as stack:
         ports: dict[str, tuple[int, Path | None]] = {}
-        pids: dict[str, int] = {}
         for name, target in targets.items():
             if isinstance(target, str):
                 ports[name] = (stack.enter_context(sink(target))[0], None)
                 continue
             url = stack.enter_context(contextmanager_for(target[0]))
-            port, pids[name], config = stack.enter_context(gateway(url, target[1]))
+            port, _, config = stack.enter_context(gateway(url, target[1]))
             ports[name] = (port, config)
         for port, config in ports.values():
             smtp_source(port, 100, s, size)  # warm up
