@@ -36,6 +36,7 @@ ROWS_PER_STATEMENT = 200  # x 13 columns: well below SQLite's and PostgreSQL's p
 BYTES_PER_STATEMENT = 1 << 20  # of raw mail: a big message is written alone, as it came
 
 _T = TypeVar("_T")
+_Row = TypeVar("_Row", bound=tuple[Any, ...])
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,11 @@ def insert(
     """
     sql = _statements(database)
     raw_ids = _insert_raw(database, sql, raw)
-    inserted: dict[str, int] = {}
-    for chunk in _chunks(rows):
-        values = [v for row in chunk for v in row.values(raw_ids[row.sha256])]
-        cursor = database.execute_sql(_many(sql.insert_inbound, len(chunk)), values)  # type: ignore[no-untyped-call]
-        inserted.update((queue_id, inbound_id) for inbound_id, queue_id in cursor.fetchall())
+    values = [row.values(raw_ids[row.sha256]) for row in rows]
+    inserted = {
+        queue_id: inbound_id
+        for inbound_id, queue_id in _insert_rows(database, sql.insert_inbound, values)
+    }
     answers = []
     for row in rows:
         if row.queue_id in inserted:
@@ -118,15 +119,30 @@ def insert(
 def _insert_raw(database: pw.Database, sql: _Statements, raw: dict[str, bytes]) -> dict[str, int]:
     """The raw_message id of each SHA-256, inserted or found."""
     field = models.RawMessage.data
-    items = list(raw.items())
-    ids: dict[str, int] = {}
-    for chunk in _chunks(items, lambda item: len(item[1])):
-        values = [v for sha, data in chunk for v in (sha, len(data), field.db_value(data))]  # type: ignore[no-untyped-call]
-        cursor = database.execute_sql(_many(sql.insert_raw, len(chunk)), values)  # type: ignore[no-untyped-call]
-        ids.update((sha, raw_id) for raw_id, sha in cursor.fetchall())
+    values: list[tuple[str, int, object]] = [
+        (sha, len(data), field.db_value(data))  # type: ignore[no-untyped-call]
+        for sha, data in raw.items()
+    ]
+    returned = _insert_rows(database, sql.insert_raw, values, size=lambda row: row[1])
+    ids = {sha: raw_id for raw_id, sha in returned}
     for sha in raw.keys() - ids.keys():  # these bytes were stored before
         ids[sha] = int(_fetch(database, sql.find_raw, (sha,))[0])
     return ids
+
+
+def _insert_rows(
+    database: pw.Database,
+    statement: tuple[str, str, str],
+    rows: Sequence[_Row],
+    size: Callable[[_Row], int] = lambda _: 0,
+) -> list[tuple[Any, ...]]:
+    """Run ``statement`` over ``rows``, a chunk at a time; what it returned for the new ones."""
+    returned: list[tuple[Any, ...]] = []
+    for chunk in _chunks(rows, size):
+        values = [value for row in chunk for value in row]
+        cursor = database.execute_sql(_many(statement, len(chunk)), values)  # type: ignore[no-untyped-call]
+        returned.extend(cursor.fetchall())
+    return returned
 
 
 def _chunks(items: Sequence[_T], size: Callable[[_T], int] = lambda _: 0) -> Iterator[Sequence[_T]]:
