@@ -52,25 +52,25 @@ def _hook_names(cls: type) -> list[str]:
     return known
 
 
+def _dir_of_hooks(self: object) -> list[str]:
+    """``dir()`` for a session or handler: the hooks aiosmtpd looks for, nothing else."""
+    return _hook_names(type(self))
+
+
 def lean_handler(cls: type[_T]) -> type[_T]:
     """Class decorator for a handler: ``dir()`` lists only its hooks.
 
     aiosmtpd lists the handler's attributes once per connection to find
     its ``handle_*`` and ``auth_*`` hooks; the rest is never looked at.
     """
-
-    def __dir__(self: object) -> list[str]:
-        return _hook_names(type(self))
-
-    cls.__dir__ = __dir__  # type: ignore[method-assign]
+    cls.__dir__ = _dir_of_hooks  # type: ignore[method-assign]
     return cls
 
 
 class LeanSMTP(SMTP):
     """aiosmtpd's SMTP: the same protocol, found and parsed faster."""
 
-    def __dir__(self) -> list[str]:
-        return _hook_names(type(self))
+    __dir__ = _dir_of_hooks
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """(address, the rest): the plain form here, every other form by aiosmtpd."""
