@@ -49,7 +49,7 @@ import os
 import pickle
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from gateway import __version__, agents, logs
 from gateway.config import Config
@@ -195,8 +195,7 @@ class WorkerProcessor:
         self._unsent.clear()  # all of them go now
         self._send(self._config_line())
         self._told_busy = False  # a new worker starts out quiet
-        self._tell()
-        self._send("".join(f"{inbound_id}\n" for inbound_id in self._waiting))
+        self._send_ids(self._waiting)
         assert process.stdout is not None
         watching = asyncio.create_task(self._tell_busy(), name="worker busy")
         try:
@@ -238,9 +237,12 @@ class WorkerProcessor:
             self._told_busy = busy
 
     def _send_unsent(self) -> None:
-        """The ids of this turn, after the news of a burst (the worker must not start on
-        them thinking all is quiet)."""
         ids, self._unsent = self._unsent, []
+        self._send_ids(ids)
+
+    def _send_ids(self, ids: Iterable[int]) -> None:
+        """Row ids in one write, after the news of a burst (the worker must not start on
+        them thinking all is quiet)."""
         self._tell()
         self._send("".join(f"{inbound_id}\n" for inbound_id in ids))
 
