@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -226,10 +227,10 @@ class Intake:
         self.store = store
         self._waiting: list[_Request] = []
         self._committer: asyncio.Task[None] | None = None
-        self._last_message = -self.QUIET_AFTER  # monotonic time, of arrival or of commit
+        self._last_commit = -math.inf  # when the committer last ran out of work (monotonic)
 
     def busy(self) -> bool:
-        """Whether mail is arriving: a message waits for its commit, or one came lately.
+        """Whether mail is arriving: a message waits for its commit, or one was stored lately.
 
         "Lately" is QUIET_AFTER: twenty sessions sending back to back leave
         moments with nothing to commit, and processing (which waits while
@@ -239,7 +240,7 @@ class Intake:
         return (
             bool(self._waiting)
             or (self._committer is not None and not self._committer.done())
-            or time.monotonic() - self._last_message < self.QUIET_AFTER
+            or time.monotonic() - self._last_commit < self.QUIET_AFTER
         )
 
     async def spool(
@@ -250,7 +251,6 @@ class Intake:
         Raises StorageError when anything failed; then nothing was stored.
         """
         answer: asyncio.Future[list[Spooled]] = asyncio.get_running_loop().create_future()
-        self._last_message = time.monotonic()
         self._waiting.append(_Request(raw, envelope, deliveries, answer))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_waiting(), name="intake commit")
@@ -275,8 +275,8 @@ class Intake:
                     continue
                 for request, result in zip(batch, results, strict=True):
                     request.answer.set_result(result)
-                self._last_message = time.monotonic()
         finally:
+            self._last_commit = time.monotonic()
             for request in [*batch, *self._waiting]:
                 if not request.answer.done():
                     request.answer.set_exception(StorageError("intake stopped before storing"))
